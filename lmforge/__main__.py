@@ -1,0 +1,3 @@
+from lmforge.core.cli import main
+
+raise SystemExit(main())

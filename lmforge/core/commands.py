@@ -1,0 +1,80 @@
+"""``lmforge recipes``, ``lmforge plugins`` and ``lmforge export``."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+
+def recipes(argv: list[str]) -> int:
+    from lmforge.core.recipes import bundled_recipes, describe
+
+    parser = argparse.ArgumentParser(prog="lmforge recipes", description="List, show or copy the bundled recipes.")
+    sub = parser.add_subparsers(dest="action")
+    show = sub.add_parser("show", help="print a recipe")
+    show.add_argument("name")
+    cp = sub.add_parser("cp", help="copy a recipe into a directory for editing")
+    cp.add_argument("name")
+    cp.add_argument("dir")
+    args = parser.parse_args(argv)
+    found = bundled_recipes()
+    if args.action is None:
+        width = max(len(n) for n in found)
+        for name, path in found.items():
+            print(f"{name:<{width}}  {describe(path)}")
+        return 0
+    if args.name not in found:
+        print(f"lmforge recipes: no recipe {args.name!r}; bundled: {', '.join(found)}", file=sys.stderr)
+        return 2
+    if args.action == "show":
+        print(found[args.name].read_text(encoding="utf-8"), end="")
+        return 0
+    target = Path(args.dir)
+    target.mkdir(parents=True, exist_ok=True)
+    dest = target / found[args.name].name
+    if dest.exists():
+        print(f"lmforge recipes: {dest} exists; not overwriting it.", file=sys.stderr)
+        return 1
+    shutil.copyfile(found[args.name], dest)
+    print(dest)
+    return 0
+
+
+def plugins(argv: list[str]) -> int:
+    from lmforge.core.registry import GROUPS, registry
+
+    parser = argparse.ArgumentParser(prog="lmforge plugins", description="List the registered plugins.")
+    parser.add_argument("--kind", choices=sorted(GROUPS), help="only this kind")
+    args = parser.parse_args(argv)
+    reg = registry()
+    rows = [(i.kind, i.name, f"{i.dist} {i.version}", i.summary) for i in reg.all() if args.kind in (None, i.kind)]
+    if rows:
+        widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        for row in rows:
+            print("  ".join(f"{row[c]:<{widths[c]}}" for c in range(3)) + "  " + row[3])
+    broken = [b for b in reg.broken if args.kind in (None, b.kind)]
+    if broken:
+        print("\nBroken plugins (not loaded):")
+        for b in broken:
+            print(f"  {b.kind}  {b.name}  ({b.dist} {b.version}): {b.error}")
+    return 0
+
+
+def export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge export", description="Write a checkpoint as a Hugging Face model directory (safetensors)."
+    )
+    parser.add_argument("ckpt", help="an lmforge checkpoint (.ckpt)")
+    parser.add_argument("dir", help="output directory")
+    args = parser.parse_args(argv)
+    from lmforge.core.export import export_checkpoint
+
+    try:
+        out = export_checkpoint(args.ckpt, args.dir)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"lmforge export: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {args.ckpt} to {out}")
+    return 0

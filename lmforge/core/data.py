@@ -1,0 +1,329 @@
+"""TextData: raw text files -> data-stage plugins -> tokens -> packed blocks.
+
+Files are read with HF ``datasets`` (``txt``: one document per non-empty
+line; ``jsonl``/``csv``/``parquet``: one document per row, from
+``text_column``), so tokenization is batched and cached on disk. Packing
+follows HF ``run_clm.py``'s ``group_texts`` except that it concatenates the
+whole split, so only the split's last partial block is dropped rather than
+one per map batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from lmforge.core.files import documents_dataset, resolve_files
+from lmforge.core.plugins import Augmenter, Plugin, overrides
+from lmforge.core.tokenizer import (
+    TokenizerSpec,
+    TokenizerTraining,
+    batched_text,
+    load_tokenizer,
+    train_tokenizer,
+    training_cache_key,
+)
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LMFORGE_CACHE", Path.home() / ".cache" / "lmforge"))
+
+
+def pack(token_lists: Sequence[Sequence[int]] | np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Concatenate documents and cut them into blocks of ``block_size`` tokens.
+
+    Returns:
+        blocks (N, block_size), the index of the document each block starts
+        in (N,), and the number of tokens dropped from the end.
+    """
+    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+    flat = np.fromiter((i for t in token_lists for i in t), dtype=np.int64, count=int(lengths.sum()))
+    return pack_flat(flat, lengths, block_size)
+
+
+def pack_flat(flat: np.ndarray, lengths: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """`pack` for documents already concatenated into ``flat`` with ``lengths``."""
+    n_blocks = len(flat) // block_size
+    blocks = flat[: n_blocks * block_size].reshape(n_blocks, block_size)
+    doc_starts = np.cumsum(lengths) - lengths
+    block_docs = np.searchsorted(doc_starts, np.arange(n_blocks) * block_size, side="right") - 1
+    return blocks, block_docs, len(flat) - n_blocks * block_size
+
+
+class PackedBlocks(Dataset):
+    """Fixed-length token blocks; ``__getitems__`` gathers a batch in one index."""
+
+    def __init__(self, blocks: np.ndarray) -> None:
+        self.blocks = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.int32))
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.blocks[index].long()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.blocks[torch.as_tensor(indices)].long()}
+
+
+def _collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``PackedBlocks.__getitems__`` already returns a batch."""
+    return batch
+
+
+def data_plugins(module: Any) -> list[Plugin]:
+    """The module's data-stage plugins, in pipeline order (bias mitigators, then augmenters)."""
+    if module is None or not hasattr(module, "data_plugins"):
+        return []
+    return list(module.data_plugins())
+
+
+class TextData(LightningDataModule):
+    """Raw text for language modelling: packed blocks of ``block_size`` tokens.
+
+    Args:
+        train: Training files: paths or globs (``txt``, ``jsonl``, ``csv``,
+            ``parquet``). ``lmforge:corpus/train.txt`` names a file bundled
+            with lmforge.
+        val: Validation files; when None, ``val_fraction`` of the training
+            documents are held out.
+        val_fraction: Share of training documents held out when ``val`` is None.
+        text_column: Column holding the text in ``jsonl``/``csv``/``parquet`` files.
+        tokenizer: A local tokenizer (``path``) or how to train one (``train``).
+        block_size: Tokens per training example.
+        batch_size: Examples per batch (per device).
+        num_workers: DataLoader worker processes.
+        cache_dir: Where tokenized datasets and trained tokenizers are cached
+            (default ``$LMFORGE_CACHE`` or ``~/.cache/lmforge``).
+        seed: Seed of the data-stage plugins and the shuffling; None takes the
+            run's ``seed_everything``.
+    """
+
+    def __init__(
+        self,
+        train: str | list[str],
+        val: str | list[str] | None = None,
+        val_fraction: float = 0.05,
+        text_column: str = "text",
+        tokenizer: TokenizerSpec | None = None,
+        block_size: int = 256,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if block_size < 2:
+            raise ValueError(f"data.block_size must be at least 2, got {block_size}.")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
+        self.train_files = [train] if isinstance(train, str) else list(train)
+        self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
+        self.val_fraction = val_fraction
+        self.text_column = text_column
+        self.tokenizer_spec = tokenizer or TokenizerSpec(train=TokenizerTraining())
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._seed = seed
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.datasets: dict[str, PackedBlocks] = {}
+        self.train_weights: torch.Tensor | None = None
+
+    @property
+    def seed(self) -> int:
+        if self._seed is not None:
+            return self._seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        # Rank 0 fills the caches (trained tokenizer, tokenized splits); `setup` on every rank reads them.
+        self._build()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._build()
+        trainer = self.trainer
+        if stage == "fit" and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
+            self.tokenizer.save_pretrained(str(Path(trainer.log_dir) / "tokenizer"))  # the run keeps its tokenizer
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.datasets["train"]
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.train_weights is not None:
+            sampler = WeightedRandomSampler(self.train_weights, len(data), replacement=True, generator=generator)
+            return self._loader(data, sampler=sampler, drop_last=True)
+        return self._loader(data, shuffle=True, generator=generator, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["val"], shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def _loader(self, data: Dataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate_batch,
+            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0, **kwargs,
+        )
+
+    # -- building --------------------------------------------------------------------------------
+
+    def _objective(self) -> Any:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(module, "objective", None)
+
+    def _plugins(self) -> list[Plugin]:
+        return data_plugins(self.trainer.lightning_module if self.trainer is not None else None)
+
+    def _build(self) -> None:
+        if self.datasets:
+            return
+        raw = self._load_splits()
+        self.tokenizer = self._get_tokenizer(raw["train"])
+        plugins = self._plugins()
+        for split in ("train", "val"):
+            docs = self._apply_text_plugins(raw[split], split, plugins)
+            if split == "train":
+                self.train_weights = self._sample_weights(docs, plugins)
+            self.datasets[split] = self._layout(docs, split)
+
+    def _load_splits(self) -> dict[str, datasets.Dataset]:
+        cache = str(self.cache_dir / "datasets")
+        train = documents_dataset(resolve_files(self.train_files, "data.train"), self.text_column, "data.train", cache)
+        if self.val_files is not None:
+            val = documents_dataset(resolve_files(self.val_files, "data.val"), self.text_column, "data.val", cache)
+            return {"train": train, "val": val}
+        if len(train) < 2:
+            raise ValueError(
+                f"data.train: {len(train)} document(s) cannot be split into train and validation; "
+                "add documents or give data.val."
+            )
+        parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
+        return {"train": parts["train"], "val": parts["test"]}
+
+    def _get_tokenizer(self, train: datasets.Dataset) -> PreTrainedTokenizerBase:
+        spec = self.tokenizer_spec
+        if spec.path is not None:
+            return load_tokenizer(spec.path)
+        training = spec.train or TokenizerTraining()
+        objective = self._objective()
+        algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
+        directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, train._fingerprint)
+        if (directory / "tokenizer.json").exists():
+            return load_tokenizer(directory)
+        log.info("Training a %s tokenizer (vocab_size=%d) on %d documents", algorithm, training.vocab_size, len(train))
+        tokenizer = train_tokenizer(batched_text(train["text"]), training, algorithm, length=len(train))
+        tokenizer.save_pretrained(str(directory))
+        return tokenizer
+
+    def _apply_text_plugins(self, docs: datasets.Dataset, split: str, plugins: list[Plugin]) -> datasets.Dataset:
+        for position, plugin in enumerate(plugins):
+            if not overrides(plugin, "process_text"):
+                continue
+            splits = ("train",) if isinstance(plugin, Augmenter) else plugin.splits
+            if split not in splits:
+                continue
+            docs = docs.map(
+                _TextStage(plugin, self.seed, position), batched=True, with_indices=True,
+                new_fingerprint=_fingerprint(docs._fingerprint, plugin, self.seed, position),
+                desc=f"{type(plugin).__name__} ({split})",
+            )
+            if len(docs) == 0:
+                raise ValueError(f"{type(plugin).__name__} left no {split} documents; check its settings.")
+        return docs
+
+    def _sample_weights(self, docs: datasets.Dataset, plugins: list[Plugin]) -> torch.Tensor | None:
+        weights = None
+        for plugin in plugins:
+            if not overrides(plugin, "sample_weights"):
+                continue
+            w = plugin.sample_weights(docs)
+            if w is None:
+                continue
+            w = torch.as_tensor(w, dtype=torch.double)
+            if w.shape != (len(docs),) or bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
+                raise ValueError(
+                    f"{type(plugin).__name__}.sample_weights must return {len(docs)} finite, non-negative "
+                    f"weights, got shape {tuple(w.shape)}."
+                )
+            weights = w if weights is None else weights * w
+        return weights
+
+    def _layout(self, docs: datasets.Dataset, split: str) -> PackedBlocks:
+        tokenizer = self.tokenizer
+        tokens = docs.map(
+            _Tokenize(tokenizer), batched=True, remove_columns=docs.column_names,
+            new_fingerprint=_fingerprint(docs._fingerprint, tokenizer.backend_tokenizer.to_str(), "tokenize"),
+            desc=f"Tokenizing ({split})",
+        )
+        column = tokens.data.column("input_ids")
+        lengths = np.asarray(column.combine_chunks().value_lengths(), dtype=np.int64) if len(tokens) else np.zeros(0)
+        flat = np.asarray(column.combine_chunks().flatten(), dtype=np.int64) if len(tokens) else np.zeros(0)
+        blocks, block_docs, dropped = pack_flat(flat, lengths, self.block_size)
+        if len(blocks) == 0:
+            key = "data.train" if split == "train" or self.val_files is None else "data.val"
+            files = self.train_files if key == "data.train" else self.val_files
+            raise ValueError(
+                f"{key}: the {split} split of {files} has {len(flat)} tokens, fewer than one block of "
+                f"data.block_size={self.block_size}. Add text or lower data.block_size."
+            )
+        if split == "train" and self.train_weights is not None:
+            # A block is drawn with the weight of the document it starts in.
+            self.train_weights = self.train_weights[torch.from_numpy(block_docs)]
+        log.info("%s: %d documents, %d tokens, %d blocks of %d (%d tokens dropped at the end)",
+                 split, len(docs), len(flat), len(blocks), self.block_size, dropped)
+        return PackedBlocks(blocks)
+
+
+class _Tokenize:
+    """Batched tokenization (a class, not a closure, so ``datasets`` can pickle it)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, examples: dict[str, list]) -> dict[str, list]:
+        ids = self.tokenizer(examples["text"], add_special_tokens=True, return_attention_mask=False,
+                             verbose=False)["input_ids"]
+        return {"input_ids": ids}
+
+
+class _TextStage:
+    """Runs one plugin's ``process_text`` on a map batch with a batch-seeded ``random.Random``."""
+
+    def __init__(self, plugin: Plugin, seed: int, position: int) -> None:
+        self.plugin, self.seed, self.position = plugin, seed, position
+
+    def __call__(self, examples: dict[str, list], indices: list[int]) -> dict[str, list]:
+        first = indices[0] if indices else 0
+        rng = random.Random(f"{self.seed}:{self.position}:{type(self.plugin).__name__}:{first}")
+        out = self.plugin.process_text(examples, rng)
+        lengths = {k: len(v) for k, v in out.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{type(self.plugin).__name__}.process_text returned columns of unequal length: {lengths}")
+        return out
+
+
+def _fingerprint(*parts: Any) -> str:
+    payload = "|".join(p.data_fingerprint() if isinstance(p, Plugin) else str(p) for p in parts)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]

@@ -1,0 +1,291 @@
+"""LanguageModel: the one LightningModule. It owns the backbone and every plugin.
+
+A training step is::
+
+    batch = objective.prepare(batch)                 # labels, fresh MLM mask (on device)
+    batch = plugin.process_batch(batch) ...          # batch-stage plugins (TokenNoise)
+    outputs = backbone(**objective.model_inputs(batch))
+    loss = objective.compute(outputs, batch).loss + sum(plugin.loss(ctx) ...)
+
+Each term is logged as ``loss/<term>``, the sum as ``loss/total``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import copy
+import logging
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import instantiate_class
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from transformers import PreTrainedTokenizerBase
+
+from lmforge.core.backbone import Backbone, build_backbone, build_config, max_positions
+from lmforge.core.plugins import (
+    Augmenter,
+    BiasMitigator,
+    Distiller,
+    Objective,
+    Plugin,
+    Regularizer,
+    StepContext,
+    overrides,
+)
+
+log = logging.getLogger(__name__)
+
+#: Key of lmforge's own section in a Lightning checkpoint: everything needed to
+#: rebuild the backbone without the recipe (HF config, Auto class, tokenizer).
+CKPT_KEY = "lmforge"
+DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-4}}
+
+
+class LanguageModel(LightningModule):
+    """A language model and its plugins.
+
+    Args:
+        backbone: The HF network (architecture + config overrides, or a local
+            pretrained directory).
+        objective: What the model learns (``CausalLM``, ``MaskedLM``, ...).
+        regularizers: Penalty terms or model reconfigurations.
+        augmenters: Text- or token-level training augmentation.
+        bias_mitigators: Data rewrites, filters, reweighting or adversaries.
+        distiller: Knowledge distillation from a frozen teacher.
+        optimizer: Set from the recipe's top-level ``optimizer`` key.
+        lr_scheduler: Set from the recipe's top-level ``lr_scheduler`` key.
+        no_weight_decay_1d: Exempt biases and norm weights (1-D parameters)
+            from the optimizer's weight decay, as nanoGPT and the HF Trainer do.
+        compile: Compile the backbone with ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        objective: Objective,
+        regularizers: list[Regularizer] | None = None,
+        augmenters: list[Augmenter] | None = None,
+        bias_mitigators: list[BiasMitigator] | None = None,
+        distiller: Distiller | None = None,
+        optimizer: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
+        no_weight_decay_1d: bool = True,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["objective", "regularizers", "augmenters", "bias_mitigators", "distiller"])
+        self.backbone_spec = backbone
+        self.objective = objective
+        self.regularizers = nn.ModuleList(regularizers or [])
+        self.augmenters = nn.ModuleList(augmenters or [])
+        self.bias_mitigators = nn.ModuleList(bias_mitigators or [])
+        self.distiller = distiller
+        self.optimizer_init = optimizer or DEFAULT_OPTIMIZER
+        self.lr_scheduler_init = lr_scheduler
+        self.no_weight_decay_1d = no_weight_decay_1d
+        self.compile_backbone = compile
+        self.backbone: nn.Module | None = None
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.generator: torch.Generator | None = None
+        self.val_loss = MeanMetric()
+        self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in objective.metric_names})
+        self._check_plugin_names()
+
+    # -- plugins ---------------------------------------------------------------------------------
+
+    def plugins(self) -> list[Plugin]:
+        """Every plugin except the objective, in recipe order by kind."""
+        rest = [*self.regularizers, *self.augmenters, *self.bias_mitigators]
+        return rest + ([self.distiller] if self.distiller is not None else [])
+
+    def data_plugins(self) -> list[Plugin]:
+        """Data-stage plugins in pipeline order: bias mitigators (filters, CDA), then augmenters."""
+        return [*self.bias_mitigators, *self.augmenters]
+
+    def _check_plugin_names(self) -> None:
+        names = [self.objective.name, *(p.name for p in self.plugins())]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"model: plugin(s) {dupes} appear more than once; their loss terms would share a log key. "
+                "List each plugin once."
+            )
+
+    # -- model stage -----------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        if self.backbone is not None:
+            return
+        self.tokenizer = self._find_tokenizer()
+        config = build_config(self.backbone_spec, self.tokenizer)
+        self.objective.build_backbone_config(config)
+        self._check_block_size(config)
+        if self.backbone_spec.trust_remote_code:
+            log.warning("model.backbone.trust_remote_code is on: code from %s will run.", self.backbone_spec.pretrained)
+        self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
+        for plugin in [self.objective, *self.plugins()]:
+            plugin.setup(self)
+        if self.compile_backbone:
+            self.backbone.compile()
+
+    def _find_tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is not None:
+            return self.tokenizer
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is None:
+            raise RuntimeError(
+                "LanguageModel needs a tokenizer before its backbone is built: attach a TextData datamodule, "
+                "or set model.tokenizer before calling configure_model()."
+            )
+        return tokenizer
+
+    def _check_block_size(self, config: Any) -> None:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        block_size = getattr(datamodule, "block_size", None)
+        limit = max_positions(config)
+        if block_size is not None and limit is not None and block_size > limit:
+            raise ValueError(
+                f"data.block_size={block_size} is longer than the model's {limit} positions; lower data.block_size "
+                "or raise the position count in model.backbone.config (e.g. n_positions / max_position_embeddings)."
+            )
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def forward(self, batch: dict[str, Tensor]) -> Any:
+        hidden = any(p.needs_hidden_states for p in self.plugins())
+        return self.backbone(**self.objective.model_inputs(batch), output_hidden_states=hidden)
+
+    def _generator(self) -> torch.Generator:
+        """The step generator: every on-device random choice (MLM masks, token noise) draws from it.
+
+        Seeded from the run's seed and the rank, so ranks draw different masks; saved in checkpoints.
+        """
+        if self.generator is None or self.generator.device != self.device:
+            self.generator = torch.Generator(device=self.device)
+            self.generator.manual_seed((torch.initial_seed() + self.global_rank) % (2**63))
+        return self.generator
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        generator = self._generator()
+        batch = self.objective.prepare(batch, generator)
+        for plugin in self.plugins():
+            if overrides(plugin, "process_batch"):
+                batch = plugin.process_batch(batch, generator)
+        outputs = self(batch)
+        result = self.objective.compute(outputs, batch)
+        terms = {self.objective.name: result.loss}
+        ctx = StepContext(batch=batch, outputs=outputs, objective_loss=result.loss, model=self, forward=self)
+        for plugin in self.plugins():
+            if overrides(plugin, "loss"):
+                terms.update(_named_terms(plugin, plugin.loss(ctx)))
+        total = torch.stack(list(terms.values())).sum()
+        batch_size = batch["input_ids"].shape[0]
+        self.log("loss/total", total, prog_bar=True, batch_size=batch_size)
+        if len(terms) > 1:
+            self.log_dict({f"loss/{k}": v for k, v in terms.items()}, batch_size=batch_size)
+        if self.objective.reports_perplexity:
+            nll = result.nll if result.nll is not None else result.loss
+            self.log("metric/perplexity", torch.exp(nll.detach()), batch_size=batch_size)
+        for name, (value, _) in result.metrics.items():
+            self.log(f"metric/{name}", value, batch_size=batch_size)
+        return total
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def _evaluate(self, batch: dict[str, Tensor]) -> None:
+        batch = self.objective.prepare(batch, self._generator())
+        result = self.objective.compute(self(batch), batch)
+        nll = result.nll if result.nll is not None else result.loss
+        self.val_loss.update(nll, result.count)
+        for name, (value, weight) in result.metrics.items():
+            self.val_metrics[name].update(value, weight)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
+
+    def _log_evaluation(self, split: str) -> None:
+        # MeanMetric weighted by token counts: a true per-token mean over the split, synced across ranks.
+        loss = self.val_loss.compute()
+        self.log(f"{split}/loss", loss, prog_bar=True)
+        if self.objective.reports_perplexity:
+            self.log(f"{split}/perplexity", torch.exp(loss))
+        for name, metric in self.val_metrics.items():
+            self.log(f"{split}/{name}", metric.compute())
+            metric.reset()
+        self.val_loss.reset()
+
+    # -- optimization ----------------------------------------------------------------------------
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameters for the optimizer; 1-D ones (biases, norms) get no weight decay."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not self.no_weight_decay_1d:
+            return [{"params": params}]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate_class(self.param_groups(), self.optimizer_init)
+        if self.lr_scheduler_init is None:
+            return optimizer
+        init = copy.deepcopy(self.lr_scheduler_init)
+        module_name, class_name = init["class_path"].rsplit(".", 1)
+        scheduler_class = getattr(importlib.import_module(module_name), class_name)
+        args = init.setdefault("init_args", {})
+        if "total_steps" in inspect.signature(scheduler_class).parameters and args.get("total_steps") is None:
+            args["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate_class(optimizer, init)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        backbone = getattr(self.backbone, "_orig_mod", self.backbone)
+        checkpoint[CKPT_KEY] = {
+            "auto_model": self.objective.auto_model,
+            "config": backbone.config.to_dict(),
+            "tokenizer": self.tokenizer.backend_tokenizer.to_str(),
+            "tokenizer_config": _tokenizer_config(self.tokenizer),
+            "generator": self.generator.get_state() if self.generator is not None else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(CKPT_KEY)
+        if saved is None or self.tokenizer is None:
+            return
+        if saved["tokenizer"] != self.tokenizer.backend_tokenizer.to_str():
+            raise ValueError(
+                "The checkpoint was trained with a different tokenizer than this run's data.tokenizer; "
+                "point data.tokenizer.path at the run's tokenizer/ directory."
+            )
+        if saved.get("generator") is not None:
+            self._generator().set_state(saved["generator"])
+
+
+def _named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> dict[str, Tensor]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {f"{plugin.name}/{k}": v for k, v in value.items()}
+    return {plugin.name: value}
+
+
+def _tokenizer_config(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """The special tokens, enough to rebuild the fast tokenizer around tokenizer.json."""
+    return {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+

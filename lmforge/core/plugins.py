@@ -1,0 +1,266 @@
+"""The five plugin kinds and the hooks the core calls on them.
+
+Every plugin is an ``nn.Module`` owned by the `LanguageModel`, so its
+parameters, buffers and ``get_extra_state`` are trained, checkpointed and
+moved to the device with the model. A plugin implements only the hooks it
+needs; the core calls a hook only on plugins that override it.
+
+Hooks and the stage at which they run, in the order of one run:
+
+=====================  ==========  ===============================================
+hook                   stage       called by / when
+=====================  ==========  ===============================================
+``process_text``       data        the DataModule, once per dataset, before
+                                   tokenization, in pipeline order (bias
+                                   mitigators, then augmenters); training split
+                                   only unless the plugin lists more ``splits``
+``sample_weights``     data        the DataModule, on the processed training
+                                   documents; non-None weights drive a weighted
+                                   sampler
+``setup``              model       ``LanguageModel.configure_model``, once the
+                                   backbone exists (reconfigure it, create
+                                   parameters that depend on its size, load a
+                                   teacher)
+``process_batch``      batch       every training step, on the device, after the
+                                   objective prepared the batch
+``loss``               loss        every training step, after the forward pass;
+                                   returns the plugin's term(s) of the loss
+=====================  ==========  ===============================================
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers.modeling_outputs import ModelOutput
+
+    from lmforge.core.module import LanguageModel
+
+Batch = dict[str, Tensor]
+Examples = dict[str, list[Any]]
+Stage = Literal["train", "val", "test"]
+
+
+def snake_case(name: str) -> str:
+    """``L2Penalty`` -> ``l2_penalty``; ``CausalLM`` -> ``causal_lm``."""
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+@dataclass
+class StepContext:
+    """What a ``loss`` hook sees of one training step.
+
+    Attributes:
+        batch: The batch after the objective's ``prepare`` and the batch-stage
+            plugins (``input_ids``, ``attention_mask``, ``labels``, ...).
+        outputs: The backbone's output for ``batch``: ``logits`` (B, T, V) and,
+            when a plugin sets ``needs_hidden_states``, ``hidden_states``.
+        objective_loss: The objective's term of the loss, before weighting.
+        model: The LanguageModel; ``model.backbone`` is the HF model.
+        forward: Runs the backbone again on a batch (R-Drop's second pass).
+    """
+
+    batch: Batch
+    outputs: ModelOutput
+    objective_loss: Tensor
+    model: LanguageModel
+    forward: Callable[[Batch], ModelOutput] = field(repr=False)
+
+
+class Plugin(nn.Module):
+    """Base of every plugin kind. Subclass one of the kinds below, not this.
+
+    A plugin's public name is its class name; its log name (``loss/<name>``)
+    is the class name in snake case.
+    """
+
+    kind: ClassVar[str] = ""
+    #: Splits that ``process_text`` applies to. Augmenters ignore anything but
+    #: ``train`` whatever they declare.
+    splits: ClassVar[tuple[str, ...]] = ("train",)
+    #: Set to True when ``loss`` reads ``ctx.outputs.hidden_states``; the
+    #: forward pass only returns hidden states when a plugin asks for them.
+    needs_hidden_states: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        return snake_case(type(self).__name__)
+
+    def setup(self, model: LanguageModel) -> None:
+        """Model stage: called once the backbone (``model.backbone``) is built.
+
+        Create parameters whose shapes depend on the backbone here, so that the
+        optimizer and sharded strategies see them.
+        """
+
+    def process_text(self, examples: Examples, rng: random.Random) -> Examples:
+        """Data stage: rewrite, add or drop raw examples before tokenization.
+
+        Args:
+            examples: A batch of rows as columns (``{"text": [...], ...}``).
+            rng: The only source of randomness to use; it is seeded from the
+                run's seed, the plugin's position and the batch's position, so
+                the processed dataset is the same on every run and rank.
+
+        Returns:
+            Columns of equal length; the number of rows may differ from the
+            input's (augmented copies, filtered rows).
+        """
+        return examples
+
+    def sample_weights(self, examples: datasets.Dataset) -> Sequence[float] | None:
+        """Data stage: sampling weights for the processed training documents.
+
+        Returns:
+            One non-negative weight per row of ``examples`` or None to leave
+            sampling uniform.
+        """
+        return None
+
+    def process_batch(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Batch stage: change a training batch on the device, every step.
+
+        Args:
+            batch: ``input_ids`` (B, T), ``attention_mask`` (B, T), ``labels``.
+            generator: The step's random generator, on the batch's device.
+        """
+        return batch
+
+    def loss(self, ctx: StepContext) -> Tensor | dict[str, Tensor] | None:
+        """Loss stage: this plugin's term of the training loss.
+
+        Returns:
+            A scalar (logged as ``loss/<name>``), a dict of named scalars
+            (logged as ``loss/<name>/<key>``, each added to the loss) or None.
+        """
+        return None
+
+    def data_fingerprint(self) -> str:
+        """A string that changes whenever ``process_text`` would change its output.
+
+        Used to key the dataset cache. The default covers the plugin's class and
+        its plain-valued attributes; override it when the output depends on
+        anything else (a file's content, say).
+        """
+        plain = (int, float, str, bool, tuple, list, dict, type(None))
+        state = sorted((k, repr(v)) for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, plain))
+        return f"{type(self).__module__}.{type(self).__qualname__}{state}"
+
+
+@dataclass
+class ObjectiveOutput:
+    """The objective's result for one batch.
+
+    Attributes:
+        loss: Mean loss over the counted tokens or examples (a scalar).
+        count: How many tokens/examples the mean is over; weights the
+            validation mean so that it is a true mean over the whole split.
+        nll: Mean negative log-likelihood when it differs from ``loss`` (label
+            smoothing); perplexity is ``exp(nll)``.
+        metrics: Extra metrics as ``name -> (value, weight)``.
+    """
+
+    loss: Tensor
+    count: Tensor
+    nll: Tensor | None = None
+    metrics: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+
+
+class Objective(Plugin):
+    """Turns a batch into the training loss and its metrics.
+
+    Class attributes tell the rest of the core what the objective needs:
+    ``auto_model`` (the ``transformers`` Auto class the backbone is built
+    with), ``tokenizer_algorithm`` (the default when a tokenizer is trained),
+    ``layout`` (how TextData lays out tokens) and ``metric_names`` (the keys of
+    ``ObjectiveOutput.metrics``, logged as ``metric/<name>`` and
+    ``val/<name>``).
+    """
+
+    kind: ClassVar[str] = "objective"
+    auto_model: ClassVar[str] = "AutoModelForCausalLM"
+    tokenizer_algorithm: ClassVar[str] = "bpe"
+    layout: ClassVar[Literal["packed", "padded"]] = "packed"
+    metric_names: ClassVar[tuple[str, ...]] = ()
+    #: Whether perplexity (exp of the mean token NLL) is meaningful.
+    reports_perplexity: ClassVar[bool] = True
+
+    def prepare(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Batch stage, every step (training and evaluation), on the device.
+
+        Adds what ``compute`` needs (``labels``; MLM's fresh mask). Must not
+        modify the input tensors in place.
+        """
+        return batch
+
+    def model_inputs(self, batch: Batch) -> dict[str, Tensor]:
+        """The keyword arguments of the backbone's forward for ``batch``."""
+        inputs = {"input_ids": batch["input_ids"]}
+        if "attention_mask" in batch:
+            inputs["attention_mask"] = batch["attention_mask"]
+        return inputs
+
+    def compute(self, outputs: ModelOutput, batch: Batch) -> ObjectiveOutput:
+        """Loss stage: the objective's loss and metrics from the forward pass."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute().")
+
+    def build_backbone_config(self, config: Any) -> None:
+        """Model stage, before the backbone exists: adjust its HF config in place
+        (a classification objective sets ``num_labels``)."""
+
+
+class Regularizer(Plugin):
+    """Adds a penalty term (``loss``) or reconfigures the backbone (``setup``)."""
+
+    kind: ClassVar[str] = "regularizer"
+
+
+class Augmenter(Plugin):
+    """Changes training text (``process_text``) or tokens (``process_batch``).
+
+    Augmenters touch the training split only; the core never passes them the
+    validation or test split.
+    """
+
+    kind: ClassVar[str] = "augmenter"
+
+
+class BiasMitigator(Plugin):
+    """Reduces learned bias: rewrites or filters data (``process_text``),
+    reweights sampling (``sample_weights``) or adds an adversarial term
+    (``loss``)."""
+
+    kind: ClassVar[str] = "bias_mitigator"
+
+
+class Distiller(Plugin):
+    """Adds a loss (``loss``) that pulls the model toward a frozen teacher,
+    which it loads in ``setup``. The teacher is not part of the model's
+    state dict."""
+
+    kind: ClassVar[str] = "distiller"
+
+
+KIND_BASES: dict[str, type[Plugin]] = {
+    "objective": Objective,
+    "regularizer": Regularizer,
+    "augmenter": Augmenter,
+    "bias_mitigator": BiasMitigator,
+    "distiller": Distiller,
+}
+
+
+def overrides(plugin: Plugin, hook: str) -> bool:
+    """Whether ``plugin`` implements ``hook`` rather than inheriting the no-op."""
+    return getattr(type(plugin), hook) is not getattr(Plugin, hook)
+

@@ -1,0 +1,139 @@
+"""Tokenizers: loaded from a local directory, or trained on the training split.
+
+Training uses HF ``tokenizers`` and wraps the result as a
+``transformers`` fast tokenizer, so the run directory's ``tokenizer/`` loads
+with ``AutoTokenizer.from_pretrained`` offline.
+
+- ``bpe``: byte-level BPE (GPT-2 style; no unknown tokens). Each document
+  ends with ``<|endoftext|>``.
+- ``wordpiece``: lower-cased WordPiece (BERT style). Each document is
+  ``[CLS] ... [SEP]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+Algorithm = Literal["bpe", "wordpiece"]
+
+
+@dataclass
+class TokenizerTraining:
+    """How to train a tokenizer on the training split.
+
+    Args:
+        algorithm: ``bpe`` or ``wordpiece``; None takes the objective's default
+            (``bpe`` for causal LM, ``wordpiece`` for masked LM).
+        vocab_size: Size of the vocabulary, special tokens included.
+        min_frequency: Minimum count for a merge/word piece to be kept.
+    """
+
+    algorithm: Algorithm | None = None
+    vocab_size: int = 8000
+    min_frequency: int = 2
+
+
+@dataclass
+class TokenizerSpec:
+    """Where the tokenizer comes from: ``path`` (a local directory with a
+    ``transformers`` tokenizer) or ``train`` (trained on the training split).
+
+    Args:
+        path: Local tokenizer directory (``AutoTokenizer.from_pretrained``).
+        train: Training settings, used when ``path`` is None.
+    """
+
+    path: str | None = None
+    train: TokenizerTraining | None = None
+
+
+SPECIALS: dict[str, dict[str, str]] = {
+    "bpe": {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+            "pad_token": "<pad>", "mask_token": "<mask>"},
+    "wordpiece": {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "mask_token": "[MASK]", "bos_token": "[CLS]", "eos_token": "[SEP]"},
+}
+
+
+def _special_list(algorithm: str) -> list[str]:
+    return list(dict.fromkeys(SPECIALS[algorithm].values()))  # unique, in a fixed order
+
+
+def train_tokenizer(texts: Iterable[str], training: TokenizerTraining, algorithm: Algorithm,
+                    length: int | None = None) -> PreTrainedTokenizerFast:
+    """Train a fast tokenizer on ``texts`` (deterministic for the same input)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = _special_list(algorithm)
+    if training.vocab_size <= len(specials):
+        raise ValueError(
+            f"data.tokenizer.train.vocab_size must be larger than the {len(specials)} special tokens, "
+            f"got {training.vocab_size}."
+        )
+    if algorithm == "bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=training.vocab_size, min_frequency=training.min_frequency, special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        )
+        template = f"$A {SPECIALS['bpe']['eos_token']}"
+    else:
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=training.vocab_size, min_frequency=training.min_frequency, special_tokens=specials,
+            show_progress=False,
+        )
+        template = "[CLS] $A [SEP]"
+    tok.train_from_iterator(texts, trainer=trainer, length=length)
+    template_specials = [(t, tok.token_to_id(t)) for t in specials if t in template]
+    tok.post_processor = processors.TemplateProcessing(single=template, special_tokens=template_specials)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS[algorithm])
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """Load a local tokenizer directory; a clear error if it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"data.tokenizer.path: {str(path)!r} is not a directory. Give a local tokenizer directory "
+            "(one with tokenizer.json) or use data.tokenizer.train to train one."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if not tokenizer.is_fast:
+        raise ValueError(f"data.tokenizer.path: {path} holds a slow tokenizer; lmforge needs a fast one.")
+    return tokenizer
+
+
+def training_cache_key(training: TokenizerTraining, algorithm: str, data_fingerprint: str) -> str:
+    """A key for a trained tokenizer: its settings and the training data."""
+    payload = json.dumps({"training": asdict(training), "algorithm": algorithm, "data": data_fingerprint},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def batched_text(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids of every special token (never masked, noised or counted as words)."""
+    return sorted(set(tokenizer.all_special_ids))

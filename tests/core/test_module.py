@@ -1,0 +1,210 @@
+"""LanguageModel and TextData call every plugin hook at its stage.
+
+Small test-local plugins of each kind record what they see, so these tests
+pin the hook contracts that later plugins build on.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from lmforge.core.backbone import Backbone
+from lmforge.core.data import TextData
+from lmforge.core.module import LanguageModel
+from lmforge.core.plugins import Augmenter, BiasMitigator, Distiller, Regularizer, StepContext
+from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.plugins.objectives.causal_lm import CausalLM
+
+TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
+
+
+class DropDogs(BiasMitigator):
+    """Drops documents that mention a dog; on train and val."""
+
+    splits = ("train", "val")
+
+    def process_text(self, examples, rng):
+        keep = [i for i, t in enumerate(examples["text"]) if "dog" not in t]
+        return {k: [v[i] for i in keep] for k, v in examples.items()}
+
+
+class Shout(Augmenter):
+    """Adds an upper-cased copy of every document (training split only)."""
+
+    def process_text(self, examples, rng):
+        return {"text": examples["text"] + [t.upper() for t in examples["text"]]}
+
+
+class WeightByLength(BiasMitigator):
+    """Sampling weight = document length."""
+
+    def sample_weights(self, examples):
+        return [float(len(t)) for t in examples["text"]]
+
+
+class CountBatches(Augmenter):
+    """Counts batch-stage calls; flips nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.devices: set[str] = set()
+
+    def process_batch(self, batch, generator):
+        self.calls += 1
+        self.devices.add(str(batch["input_ids"].device))
+        return batch
+
+
+class ScalePenalty(Regularizer):
+    """A parameter created in setup from the backbone's width, trained through its loss term."""
+
+    def setup(self, model):
+        self.scale = nn.Parameter(torch.ones(model.backbone.config.n_embd))
+
+    def loss(self, ctx: StepContext):
+        return ((self.scale - 2.0) ** 2).mean()
+
+
+class HiddenProbe(Distiller):
+    """Asks for hidden states and returns two named terms."""
+
+    needs_hidden_states = True
+
+    def loss(self, ctx: StepContext):
+        h = ctx.outputs.hidden_states[-1]
+        return {"a": h.pow(2).mean() * 0.0, "b": ctx.objective_loss.detach() * 0.0}
+
+
+def make_data(corpus: dict[str, Path], tmp_path: Path, **kwargs) -> TextData:
+    return TextData(train=str(corpus["train"]), val=str(corpus["val"]),
+                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=200)),
+                    block_size=32, batch_size=4, cache_dir=str(tmp_path / "cache"), seed=0, **kwargs)
+
+
+def fit(model: LanguageModel, data: TextData, tmp_path: Path, steps: int = 4) -> Trainer:
+    trainer = Trainer(max_steps=steps, accelerator="cpu", logger=CSVLogger(tmp_path, name="run"),
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      log_every_n_steps=1, limit_val_batches=2, val_check_interval=steps, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=data)
+    return trainer
+
+
+def logged_keys(trainer: Trainer) -> set[str]:
+    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
+        return set(next(csv.reader(f)))
+
+
+def test_text_stage_runs_in_order_and_augmenters_skip_validation(corpus, tmp_path):
+    data = make_data(corpus, tmp_path)
+    model = LanguageModel(TINY_GPT2, CausalLM(), augmenters=[Shout()], bias_mitigators=[DropDogs()])
+    fit(model, data, tmp_path, steps=1)
+    docs = {s: [line for line in corpus[s].read_text().splitlines() if line.strip()] for s in ("train", "val")}
+    kept = {s: [d for d in docs[s] if "dog" not in d] for s in docs}
+    tok = data.tokenizer
+    n_train_tokens = sum(len(tok(d)["input_ids"]) for d in kept["train"] + [d.upper() for d in kept["train"]])
+    n_val_tokens = sum(len(tok(d)["input_ids"]) for d in kept["val"])
+    # The filter ran on both splits, the augmenter (after it) only on train.
+    assert len(data.datasets["train"]) == n_train_tokens // 32
+    assert len(data.datasets["val"]) == n_val_tokens // 32
+    val_ids = data.datasets["val"].blocks.flatten().tolist()
+    assert "dog" not in tok.decode(val_ids) and "dog" in " ".join(docs["val"])
+
+
+def test_sample_weights_follow_the_block_start_document(corpus, tmp_path):
+    data = make_data(corpus, tmp_path)
+    model = LanguageModel(TINY_GPT2, CausalLM(), bias_mitigators=[WeightByLength()])
+    fit(model, data, tmp_path, steps=1)
+    assert data.train_weights is not None
+    assert data.train_weights.shape == (len(data.datasets["train"]),)
+    sampler = data.train_dataloader().sampler
+    assert isinstance(sampler, torch.utils.data.WeightedRandomSampler)
+
+
+def test_batch_stage_runs_every_training_step_only(corpus, tmp_path):
+    counter = CountBatches()
+    model = LanguageModel(TINY_GPT2, CausalLM(), augmenters=[counter])
+    fit(model, make_data(corpus, tmp_path), tmp_path, steps=3)
+    assert counter.calls == 3  # validation batches do not pass through batch-stage plugins
+    assert counter.devices == {"cpu"}
+
+
+def test_plugin_parameters_from_setup_are_trained_and_checkpointed(corpus, tmp_path):
+    penalty = ScalePenalty()
+    model = LanguageModel(TINY_GPT2, CausalLM(), regularizers=[penalty],
+                          optimizer={"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}})
+    trainer = fit(model, make_data(corpus, tmp_path), tmp_path, steps=4)
+    assert float(penalty.scale.detach().mean()) > 1.0  # pulled toward 2 by its own loss term
+    assert "regularizers.0.scale" in model.state_dict()
+    assert {"loss/total", "loss/causal_lm", "loss/scale_penalty"} <= logged_keys(trainer)
+
+
+def test_hidden_states_are_requested_and_dict_terms_are_named(corpus, tmp_path):
+    model = LanguageModel(TINY_GPT2, CausalLM(), distiller=HiddenProbe())
+    trainer = fit(model, make_data(corpus, tmp_path), tmp_path, steps=2)
+    assert {"loss/hidden_probe/a", "loss/hidden_probe/b"} <= logged_keys(trainer)
+
+
+def test_validation_loss_is_the_token_weighted_mean(corpus, tmp_path):
+    data = make_data(corpus, tmp_path)
+    model = LanguageModel(TINY_GPT2, CausalLM())
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (result,) = trainer.validate(model, datamodule=data)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            logits = model.backbone(input_ids=batch["input_ids"]).logits
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), batch["input_ids"][:, 1:].reshape(-1), reduction="sum")
+            total += float(losses)
+            count += batch["input_ids"][:, 1:].numel()
+    assert result["val/loss"] == pytest.approx(total / count, rel=1e-5)
+    assert result["val/perplexity"] == pytest.approx(torch.exp(torch.tensor(total / count)).item(), rel=1e-4)
+
+
+def test_duplicate_plugins_are_refused():
+    with pytest.raises(ValueError, match="more than once"):
+        LanguageModel(TINY_GPT2, CausalLM(), regularizers=[ScalePenalty(), ScalePenalty()])
+
+
+def test_block_size_beyond_positions_names_the_key(corpus, tmp_path):
+    data = TextData(train=str(corpus["train"]), val=str(corpus["val"]),
+                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=200)), block_size=128,
+                    cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"data.block_size=128 .* 64 positions"):
+        fit(LanguageModel(TINY_GPT2, CausalLM()), data, tmp_path, steps=1)
+
+
+def test_weight_decay_skips_one_dimensional_parameters(corpus, tmp_path):
+    model = LanguageModel(TINY_GPT2, CausalLM(),
+                          optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.1}})
+    fit(model, make_data(corpus, tmp_path), tmp_path, steps=1)
+    groups = model.trainer.optimizers[0].param_groups
+    assert groups[0]["weight_decay"] == 0.1 and all(p.ndim >= 2 for p in groups[0]["params"])
+    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim < 2 for p in groups[1]["params"])
+    n_params = sum(1 for p in model.parameters())
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == n_params
+
+
+def test_text_stage_rng_is_seeded_per_batch(corpus, tmp_path):
+    seen = []
+
+    class Sample(Augmenter):
+        def process_text(self, examples, rng: random.Random):
+            seen.append(rng.random())
+            return examples
+
+    for run in range(2):
+        data = make_data(corpus, tmp_path / str(run))
+        fit(LanguageModel(TINY_GPT2, CausalLM(), augmenters=[Sample()]), data, tmp_path / str(run), steps=1)
+    half = len(seen) // 2
+    assert half > 0 and seen[:half] == seen[half:]
