@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import copy
+import dataclasses
 import logging
 from typing import Any
 
@@ -78,6 +79,8 @@ class LanguageModel(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["objective", "regularizers", "augmenters", "bias_mitigators", "distiller"])
+        if isinstance(self.hparams.get("backbone"), Backbone):  # keep checkpoints loadable with weights_only=True
+            self.hparams["backbone"] = dataclasses.asdict(backbone)
         self.backbone_spec = backbone
         self.objective = objective
         self.regularizers = nn.ModuleList(regularizers or [])

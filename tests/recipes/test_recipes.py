@@ -1,0 +1,84 @@
+"""Every bundled recipe parses; the quickstart trains, validates from its checkpoint and exports."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmforge.core.cli import main, run_cli
+from lmforge.core.recipes import bundled_recipes
+
+RECIPES = {name: path for name, path in bundled_recipes().items() if not name.startswith("overlays/")}
+OVERLAYS = {name: path for name, path in bundled_recipes().items() if name.startswith("overlays/")}
+FAST = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "2",
+        "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "4",
+        "--data.init_args.block_size", "32", "--data.init_args.tokenizer.train.vocab_size", "300"]
+
+
+@pytest.fixture
+def no_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["lmforge"])
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_parses_and_builds(name: str, no_argv: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["--config", str(RECIPES[name])], run=False)
+    assert type(cli.model).__name__ == "LanguageModel"
+    assert cli.model.objective is not None
+    assert cli.trainer.max_steps > 0
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_composes_with_quickstart(overlay: str, no_argv: None, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["--config", str(RECIPES["quickstart"]), "--config", str(OVERLAYS[overlay])], run=False)
+    assert cli.trainer.logger is not None
+
+
+def test_every_recipe_has_a_header_comment() -> None:
+    for name, path in bundled_recipes().items():
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# ") and len(first) > 10, name
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def last_value(rows: list[dict[str, str]], key: str) -> float:
+    return [float(r[key]) for r in rows if r.get(key)][-1]
+
+
+@pytest.mark.slow
+def test_quickstart_fit_validate_and_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", "quickstart", *FAST]) == 0
+    run = tmp_path / "runs" / "quickstart" / "version_0"
+    assert {"config.yaml", "metrics.csv", "tokenizer", "checkpoints"} <= {p.name for p in run.iterdir()}
+    fit_val_loss = last_value(read_metrics(run), "val/loss")
+    ckpt = run / "checkpoints" / "last.ckpt"
+
+    assert main(["validate", "--config", "quickstart", *FAST, "--ckpt_path", str(ckpt)]) == 0
+    val_run = tmp_path / "runs" / "quickstart" / "version_1"
+    assert last_value(read_metrics(val_run), "val/loss") == pytest.approx(fit_val_loss, rel=1e-6)
+
+    assert main(["export", str(ckpt), str(tmp_path / "hf")]) == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    run_tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer", local_files_only=True)
+    text = "The baker opened the shop early."
+    assert tokenizer(text)["input_ids"] == run_tokenizer(text)["input_ids"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    exported = model.state_dict()
+    for key, value in state.items():
+        if key.startswith("backbone."):
+            assert torch.equal(exported[key[len("backbone."):]], value), key
