@@ -30,6 +30,7 @@ from lmforge.core.tokenizer import (
     TokenizerTraining,
     batched_text,
     load_tokenizer,
+    tokenizer_from_json,
     train_tokenizer,
     training_cache_key,
 )
@@ -226,6 +227,13 @@ class TextData(LightningDataModule):
         spec = self.tokenizer_spec
         if spec.path is not None:
             return load_tokenizer(spec.path)
+        checkpoint = getattr(self.trainer, "ckpt_path", None) if self.trainer is not None else None
+        if checkpoint:  # validating, testing or resuming: the tokenizer the checkpoint was trained with
+            from lmforge.core.export import load_checkpoint
+            from lmforge.core.module import CKPT_KEY
+
+            saved = load_checkpoint(checkpoint, mmap=True)[CKPT_KEY]
+            return tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"])
         training = spec.train or TokenizerTraining()
         objective = self._objective()
         algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")

@@ -11,19 +11,20 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig, PreTrainedTokenizerFast
+from transformers import AutoConfig
 
 from lmforge.core.module import CKPT_KEY
+from lmforge.core.tokenizer import tokenizer_from_json
 
 BACKBONE_PREFIX = "backbone."
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint without unpickling arbitrary objects."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load a Lightning checkpoint without unpickling arbitrary objects (``mmap``: read tensors lazily)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if CKPT_KEY not in checkpoint:
         raise ValueError(f"{path} is not an lmforge checkpoint (it has no {CKPT_KEY!r} section).")
     return checkpoint
@@ -54,8 +55,5 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
                          f"unexpected {unexpected}).")
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
-    tokenizer_json = out_dir / "tokenizer.json"
-    tokenizer_json.write_text(saved["tokenizer"], encoding="utf-8")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), **saved["tokenizer_config"])
-    tokenizer.save_pretrained(str(out_dir))
+    tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"]).save_pretrained(str(out_dir))
     return out_dir

@@ -57,9 +57,11 @@ def resolve_files(patterns: list[str], key: str) -> list[Path]:
                     f"{key}: {path} has an unsupported extension {path.suffix!r}; use one of {sorted(BUILDERS)}."
                 )
             files.append(path)
-    builders = {BUILDERS[p.suffix.lower()] for p in files}
-    if len(builders) > 1:
-        raise DataFileError(f"{key}: mixes file formats ({', '.join(sorted(builders))}); give files of one format.")
+    examples = {BUILDERS[p.suffix.lower()]: p for p in files}
+    if len(examples) > 1:
+        named = ", ".join(f"{b} ({examples[b]})" for b in sorted(examples))
+        raise DataFileError(f"{key}: mixes file formats ({', '.join(sorted(examples))}): {named}; "
+                            "give files of one format.")
     return files
 
 
@@ -68,15 +70,9 @@ def diagnose(path: Path, text_column: str) -> str | None:
     builder = BUILDERS[path.suffix.lower()]
     if builder == "parquet":
         return None
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                return f"{path}: bytes at offset {offset + exc.start} are not valid UTF-8 ({exc.reason}). Re-encode the file as UTF-8."
-            offset += len(chunk)
+    problem = _utf8_problem(path)
+    if problem:
+        return problem
     if builder == "json":
         with path.open(encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
@@ -91,6 +87,24 @@ def diagnose(path: Path, text_column: str) -> str | None:
     return None
 
 
+def _utf8_problem(path: Path) -> str | None:
+    """The first invalid UTF-8 byte sequence in ``path``, with its byte offset."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # bytes of the file before the current chunk
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            pending = len(decoder.getstate()[0])  # bytes of a character held back from the last chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                return (f"{path}: bytes at offset {offset - pending + exc.start} are not valid UTF-8 "
+                        f"({exc.reason}). Re-encode the file as UTF-8.")
+            if not chunk:
+                return None
+            offset += len(chunk)
+
+
 def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: str) -> datasets.Dataset:
     """Read ``files`` into a dataset with one non-empty document per row in a ``text`` column."""
     import datasets
@@ -98,24 +112,34 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
     builder = BUILDERS[files[0].suffix.lower()]
     try:
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
-    except Exception as exc:  # datasets wraps reader errors in its own types; find the file at fault
+        if builder != "text":
+            ds = _select_text_column(ds, text_column, key, files)
+        ds = ds.filter(_non_empty, batched=True, desc="Dropping empty documents")
+    except DataFileError:
+        raise
+    except Exception as exc:  # datasets and pyarrow wrap reader errors in their own types; find the file at fault
         for path in files:
             problem = diagnose(path, text_column)
             if problem:
                 raise DataFileError(f"{key}: {problem}") from None
         raise DataFileError(f"{key}: could not read {[str(f) for f in files]}: {exc}") from exc
-    if builder != "text":
-        if text_column not in ds.column_names:
-            raise DataFileError(
-                f"{key}: {files[0].name} has no column {text_column!r} (data.text_column); "
-                f"its columns are {ds.column_names}."
-            )
-        if text_column != "text":
-            ds = ds.rename_column(text_column, "text")  # type: ignore[assignment]
-    ds = ds.filter(_non_empty, batched=True, desc="Dropping empty documents")
     if len(ds) == 0:
         raise DataFileError(f"{key}: {[str(f) for f in files]} hold no non-empty documents.")
     return ds
+
+
+def _select_text_column(ds: datasets.Dataset, text_column: str, key: str, files: list[Path]) -> datasets.Dataset:
+    """Rename ``text_column`` to ``text``; a different column already named ``text`` gives way to it."""
+    if text_column not in ds.column_names:
+        raise DataFileError(
+            f"{key}: {files[0].name} has no column {text_column!r} (data.text_column); "
+            f"its columns are {ds.column_names}."
+        )
+    if text_column == "text":
+        return ds
+    if "text" in ds.column_names:
+        ds = ds.remove_columns("text")
+    return ds.rename_column(text_column, "text")
 
 
 def _non_empty(examples: dict[str, list]) -> list[bool]:

@@ -68,13 +68,22 @@ def _special_list(algorithm: str) -> list[str]:
 
 def train_tokenizer(texts: Iterable[str], training: TokenizerTraining, algorithm: Algorithm,
                     length: int | None = None) -> PreTrainedTokenizerFast:
-    """Train a fast tokenizer on ``texts`` (deterministic for the same input)."""
+    """Train a fast tokenizer on ``texts``.
+
+    BPE training is deterministic for the same input; WordPiece training is not (upstream
+    huggingface/tokenizers#1794: ``##`` pieces get ids in hash-map order). lmforge therefore trains a
+    tokenizer once, caches it by settings and data, saves it with the run and in every checkpoint, and
+    validation, testing and resuming from a checkpoint use the checkpoint's tokenizer.
+    """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     specials = _special_list(algorithm)
-    if training.vocab_size <= len(specials):
+    # Byte-level BPE always keeps its 256-byte alphabet; WordPiece needs at least its special tokens.
+    floor = len(specials) + (256 if algorithm == "bpe" else 0)
+    if training.vocab_size <= floor:
+        what = "the 256 byte tokens plus the special tokens" if algorithm == "bpe" else "the special tokens"
         raise ValueError(
-            f"data.tokenizer.train.vocab_size must be larger than the {len(specials)} special tokens, "
+            f"data.tokenizer.train.vocab_size must be larger than {floor} ({what}) for {algorithm}, "
             f"got {training.vocab_size}."
         )
     if algorithm == "bpe":
@@ -100,6 +109,13 @@ def train_tokenizer(texts: Iterable[str], training: TokenizerTraining, algorithm
     template_specials = [(t, tok.token_to_id(t)) for t in specials if t in template]
     tok.post_processor = processors.TemplateProcessing(single=template, special_tokens=template_specials)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS[algorithm])
+
+
+def tokenizer_from_json(tokenizer_json: str, special_tokens: dict[str, str]) -> PreTrainedTokenizerFast:
+    """Rebuild a fast tokenizer from its ``tokenizer.json`` text and special tokens (as checkpoints keep it)."""
+    from tokenizers import Tokenizer
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json), **special_tokens)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:

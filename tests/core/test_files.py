@@ -58,8 +58,6 @@ def test_resolve_files_refuses_mixed_formats(tmp_path: Path) -> None:
         resolve_files([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl")], "data.train")
 
 
-@pytest.mark.xfail(reason="BUG: the mixed-formats error names the formats but not the files (files.py resolve_files)",
-                   strict=True)
 def test_mixed_formats_error_names_the_files(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("text\n")
     (tmp_path / "b.jsonl").write_text('{"text": "x"}\n')
@@ -93,9 +91,6 @@ def test_invalid_utf8_is_reported_at_its_byte_offset(tmp_path: Path, suffix: str
     assert f"offset {offset} " in message
 
 
-@pytest.mark.xfail(reason="BUG: invalid UTF-8 in a jsonl file escapes as a bare UnicodeDecodeError "
-                          "(files.py documents_dataset: pyarrow loads it, the filter then fails to decode)",
-                   strict=True)
 def test_invalid_utf8_in_jsonl_is_a_data_file_error(tmp_path: Path) -> None:
     data = b'{"text": "fine"}\n{"text": "bad \xff byte"}\n'
     offset = data.index(b"\xff")
@@ -105,9 +100,6 @@ def test_invalid_utf8_in_jsonl_is_a_data_file_error(tmp_path: Path) -> None:
         _read(path, tmp_path)
 
 
-@pytest.mark.xfail(reason="BUG: diagnose() reports the wrong offset when a multi-byte character straddles "
-                          "its 1 MiB read chunks (files.py diagnose ignores the decoder's buffered bytes)",
-                   strict=True)
 def test_invalid_utf8_offset_after_a_character_split_across_read_chunks(tmp_path: Path) -> None:
     # "\u20ac" is 3 bytes; it starts on the last byte of the first 1 MiB chunk.
     data = b"a" * ((1 << 20) - 1) + "\u20ac".encode() + b"\nxx\xff\n"
@@ -118,9 +110,6 @@ def test_invalid_utf8_offset_after_a_character_split_across_read_chunks(tmp_path
         _read(path, tmp_path)
 
 
-@pytest.mark.xfail(reason="BUG: a multi-byte character cut off at the end of the file is not diagnosed "
-                          "(files.py diagnose never calls decoder.decode(b'', final=True))",
-                   strict=True)
 def test_truncated_utf8_at_end_of_file_is_reported(tmp_path: Path) -> None:
     data = b"hello\nworld \xe2\x82"  # the first two bytes of "\u20ac"
     path = tmp_path / "cut.txt"
@@ -167,9 +156,6 @@ def test_text_column_is_renamed_to_text(tmp_path: Path, suffix: str) -> None:
     assert ds["id"] == [0, 2]
 
 
-@pytest.mark.xfail(reason="BUG: text_column renaming fails with a bare datasets ValueError when the file also "
-                          "has a 'text' column (files.py documents_dataset rename_column)",
-                   strict=True)
 def test_text_column_renaming_when_a_text_column_also_exists(tmp_path: Path) -> None:
     path = tmp_path / "docs.jsonl"
     path.write_text('{"text": "title a", "body": "one"}\n{"text": "title b", "body": "two"}\n')

@@ -86,7 +86,7 @@ class HiddenProbe(Distiller):
 
 def make_data(corpus: dict[str, Path], tmp_path: Path, **kwargs) -> TextData:
     return TextData(train=str(corpus["train"]), val=str(corpus["val"]),
-                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=200)),
+                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
                     block_size=32, batch_size=4, cache_dir=str(tmp_path / "cache"), seed=0, **kwargs)
 
 
@@ -178,7 +178,7 @@ def test_duplicate_plugins_are_refused():
 
 def test_block_size_beyond_positions_names_the_key(corpus, tmp_path):
     data = TextData(train=str(corpus["train"]), val=str(corpus["val"]),
-                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=200)), block_size=128,
+                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), block_size=128,
                     cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ValueError, match=r"data.block_size=128 .* 64 positions"):
         fit(LanguageModel(TINY_GPT2, CausalLM()), data, tmp_path, steps=1)
@@ -208,3 +208,22 @@ def test_text_stage_rng_is_seeded_per_batch(corpus, tmp_path):
         fit(LanguageModel(TINY_GPT2, CausalLM(), augmenters=[Sample()]), data, tmp_path / str(run), steps=1)
     half = len(seen) // 2
     assert half > 0 and seen[:half] == seen[half:]
+
+
+def test_validating_a_checkpoint_uses_its_tokenizer_not_a_retrained_one(corpus, tmp_path):
+    from lmforge.plugins.objectives.masked_lm import MaskedLM
+
+    bert = Backbone("bert", {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
+                             "intermediate_size": 64, "max_position_embeddings": 64})
+    spec = TokenizerSpec(train=TokenizerTraining(algorithm="wordpiece", vocab_size=150))
+    first = TextData(train=str(corpus["train"]), val=str(corpus["val"]), tokenizer=spec, block_size=32,
+                     cache_dir=str(tmp_path / "cache-a"))
+    model = LanguageModel(bert, MaskedLM())
+    trainer = fit(model, first, tmp_path, steps=1)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+
+    fresh = TextData(train=str(corpus["train"]), val=str(corpus["val"]), tokenizer=spec, block_size=32,
+                     cache_dir=str(tmp_path / "cache-b"))  # an empty cache would retrain (WordPiece varies)
+    validator = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    validator.validate(LanguageModel(bert, MaskedLM()), datamodule=fresh, ckpt_path=tmp_path / "m.ckpt")
+    assert fresh.tokenizer.backend_tokenizer.to_str() == first.tokenizer.backend_tokenizer.to_str()
