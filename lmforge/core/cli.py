@@ -89,6 +89,14 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
             parser.cli = self
             return parser
 
+        def _use_checkpoint_tokenizer(self) -> None:
+            # A run restored from a checkpoint must tokenize exactly as it was trained.
+            ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+            if ckpt_path and hasattr(self.datamodule, "checkpoint_path"):
+                self.datamodule.checkpoint_path = str(ckpt_path)
+
+        before_fit = before_validate = before_test = before_predict = _use_checkpoint_tokenizer
+
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             # The recipe's top-level optimizer/lr_scheduler are handed to the model, which builds them
             # in configure_optimizers, after configure_model has created the backbone's parameters.

@@ -147,6 +147,8 @@ class TextData(LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self._seed = seed
         self.tokenizer: PreTrainedTokenizerBase | None = None
+        #: A checkpoint whose tokenizer to use instead of training one (set by the CLI from --ckpt_path).
+        self.checkpoint_path: str | None = None
         self.datasets: dict[str, PackedBlocks] = {}
         self.train_weights: torch.Tensor | None = None
 
@@ -227,12 +229,12 @@ class TextData(LightningDataModule):
         spec = self.tokenizer_spec
         if spec.path is not None:
             return load_tokenizer(spec.path)
-        checkpoint = getattr(self.trainer, "ckpt_path", None) if self.trainer is not None else None
-        if checkpoint:  # validating, testing or resuming: the tokenizer the checkpoint was trained with
+        if self.checkpoint_path and Path(self.checkpoint_path).is_file():
+            # Validating, testing or resuming: the tokenizer the checkpoint was trained with.
             from lmforge.core.export import load_checkpoint
             from lmforge.core.module import CKPT_KEY
 
-            saved = load_checkpoint(checkpoint, mmap=True)[CKPT_KEY]
+            saved = load_checkpoint(self.checkpoint_path, mmap=True)[CKPT_KEY]
             return tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"])
         training = spec.train or TokenizerTraining()
         objective = self._objective()

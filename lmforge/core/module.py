@@ -271,7 +271,9 @@ class LanguageModel(LightningModule):
         saved = checkpoint.get(CKPT_KEY)
         if saved is None or self.tokenizer is None:
             return
-        if saved["tokenizer"] != self.tokenizer.backend_tokenizer.to_str():
+        from tokenizers import Tokenizer
+
+        if Tokenizer.from_str(saved["tokenizer"]).get_vocab() != self.tokenizer.backend_tokenizer.get_vocab():
             raise ValueError(
                 "The checkpoint was trained with a different tokenizer than this run's data.tokenizer; "
                 "point data.tokenizer.path at the run's tokenizer/ directory."
