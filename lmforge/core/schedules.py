@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -40,5 +41,10 @@ class WarmupCosineLR(LambdaLR):
             )
         if not 0.0 <= min_lr_ratio <= 1.0:
             raise ValueError(f"lr_scheduler.init_args.min_lr_ratio must be in [0, 1], got {min_lr_ratio}.")
+        if total_steps <= warmup_steps:
+            warnings.warn(
+                f"lr_scheduler.init_args.warmup_steps={warmup_steps} is not below the run's {total_steps} optimizer "
+                "steps: the learning rate never reaches its base value. Lower warmup_steps.", stacklevel=2,
+            )
         self.warmup_steps, self.total_steps, self.min_lr_ratio = warmup_steps, total_steps, min_lr_ratio
         super().__init__(optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_lr_ratio))
