@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +69,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
     from lmforge.core.registry import registry
 
     plugins = registry()  # import every plugin class so short names resolve
+    # Noise that users cannot act on: jsonargparse's note that tuple defaults (AdamW's betas) dump as lists.
+    warnings.filterwarnings("ignore", message=r"\s*Dump of a value that does not round-trip")
 
     class RecipeParser(LightningArgumentParser):
         """Adds what a user needs to fix a recipe to jsonargparse's error messages."""
