@@ -17,7 +17,7 @@ import inspect
 import copy
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -62,6 +62,9 @@ class LanguageModel(LightningModule):
         no_weight_decay_1d: Exempt biases and norm weights (1-D parameters)
             from the optimizer's weight decay, as nanoGPT and the HF Trainer do.
         compile: Compile the backbone with ``torch.compile``.
+        on_nonfinite_loss: When the loss is NaN or infinite: ``stop`` (raise, naming the loss terms and the
+            step, before the optimizer step) or ``skip`` the batch.
+        max_nonfinite_skips: With ``skip``, stop after this many skipped batches.
     """
 
     def __init__(
@@ -76,6 +79,8 @@ class LanguageModel(LightningModule):
         lr_scheduler: dict[str, Any] | None = None,
         no_weight_decay_1d: bool = True,
         compile: bool = False,
+        on_nonfinite_loss: Literal["stop", "skip"] = "stop",
+        max_nonfinite_skips: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["objective", "regularizers", "augmenters", "bias_mitigators", "distiller"])
@@ -91,6 +96,11 @@ class LanguageModel(LightningModule):
         self.lr_scheduler_init = lr_scheduler
         self.no_weight_decay_1d = no_weight_decay_1d
         self.compile_backbone = compile
+        if max_nonfinite_skips < 0:
+            raise ValueError(f"model.max_nonfinite_skips must be >= 0, got {max_nonfinite_skips}.")
+        self.on_nonfinite_loss = on_nonfinite_loss
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self.nonfinite_skipped = 0
         self.backbone: nn.Module | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.generator: torch.Generator | None = None
@@ -187,6 +197,10 @@ class LanguageModel(LightningModule):
             if overrides(plugin, "loss"):
                 terms.update(_named_terms(plugin, plugin.loss(ctx)))
         total = torch.stack(list(terms.values())).sum()
+        # One host sync per step (free on CPU; the progress bar syncs the loss anyway) buys detection at the
+        # step it happens, before the optimizer writes NaN into the weights.
+        if not bool(torch.isfinite(total)):
+            return self._skip_or_stop(terms)
         batch_size = batch["input_ids"].shape[0]
         self.log("loss/total", total, prog_bar=True, batch_size=batch_size)
         if len(terms) > 1:
@@ -197,6 +211,23 @@ class LanguageModel(LightningModule):
         for name, (value, _) in result.metrics.items():
             self.log(f"metric/{name}", value, batch_size=batch_size)
         return total
+
+    def _skip_or_stop(self, terms: dict[str, Tensor]) -> None:
+        """Skip the batch (returning None skips backward and the optimizer step) or stop the run."""
+        bad = ", ".join(f"loss/{k} = {float(v)}" for k, v in terms.items() if not bool(torch.isfinite(v)))
+        where = f"step {self.global_step}: the loss went non-finite ({bad})"
+        self.nonfinite_skipped += 1
+        if self.on_nonfinite_loss == "skip" and self.nonfinite_skipped <= self.max_nonfinite_skips:
+            log.warning("%s; skipping this batch (%d of at most %d).", where, self.nonfinite_skipped,
+                        self.max_nonfinite_skips)
+            return None
+        limit = f" after skipping {self.max_nonfinite_skips} batches" if self.on_nonfinite_loss == "skip" else ""
+        raise NonFiniteLossError(
+            f"{where}; stopping{limit}. The weights were not updated with it, and the checkpoints already "
+            "written are intact: resume from the last one with --ckpt_path after lowering the learning rate, "
+            "enabling gradient clipping (trainer.gradient_clip_val) or checking the plugin named above; or set "
+            "model.on_nonfinite_loss: skip to skip such batches."
+        )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
@@ -282,12 +313,22 @@ class LanguageModel(LightningModule):
             self._generator().set_state(saved["generator"])
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
 def _named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> dict[str, Tensor]:
     if value is None:
         return {}
-    if isinstance(value, dict):
-        return {f"{plugin.name}/{k}": v for k, v in value.items()}
-    return {plugin.name: value}
+    terms = {f"{plugin.name}/{k}": v for k, v in value.items()} if isinstance(value, dict) else {plugin.name: value}
+    for name, term in terms.items():
+        if not isinstance(term, Tensor) or term.ndim != 0:
+            shape = tuple(term.shape) if isinstance(term, Tensor) else type(term).__name__
+            raise TypeError(
+                f"{type(plugin).__name__}.loss must return a scalar tensor (or a dict of them), got {shape} for "
+                f"loss/{name}. Reduce the term (e.g. .mean()) in the plugin."
+            )
+    return terms
 
 
 def _tokenizer_config(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

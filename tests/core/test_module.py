@@ -228,3 +228,47 @@ def test_validating_a_checkpoint_uses_its_tokenizer_not_a_retrained_one(corpus, 
     validator = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     validator.validate(LanguageModel(bert, MaskedLM()), datamodule=fresh, ckpt_path=tmp_path / "m.ckpt")
     assert fresh.tokenizer.get_vocab() == first.tokenizer.get_vocab()
+
+
+class NaNAfter(Regularizer):
+    """A loss term that turns NaN from its ``after``-th call on."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def loss(self, ctx):
+        self.calls += 1
+        return ctx.objective_loss * (float("nan") if self.calls > self.after else 0.0)
+
+
+def test_nonfinite_loss_stops_naming_the_term_and_step_before_the_update(corpus, tmp_path):
+    from lmforge.core.module import NonFiniteLossError
+
+    model = LanguageModel(TINY_GPT2, CausalLM(), regularizers=[NaNAfter(after=2)])
+    data = make_data(corpus, tmp_path)
+    with pytest.raises(NonFiniteLossError, match=r"step 2: .*loss/na_n_after = nan.*--ckpt_path"):
+        fit(model, data, tmp_path, steps=5)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_nonfinite_loss_can_skip_batches_up_to_a_limit(corpus, tmp_path):
+    from lmforge.core.module import NonFiniteLossError
+
+    nan = NaNAfter(after=1)
+    model = LanguageModel(TINY_GPT2, CausalLM(), regularizers=[nan], on_nonfinite_loss="skip", max_nonfinite_skips=2)
+    with pytest.raises(NonFiniteLossError, match="after skipping 2 batches"):
+        fit(model, make_data(corpus, tmp_path), tmp_path, steps=6)
+    assert nan.calls == 4 and model.nonfinite_skipped == 3  # one good step, two skipped, the third stops
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_a_plugin_loss_that_is_not_a_scalar_is_named():
+    class Vector(Regularizer):
+        def loss(self, ctx):
+            return torch.ones(3)
+
+    from lmforge.core.module import _named_terms
+
+    with pytest.raises(TypeError, match=r"Vector.loss must return a scalar tensor .*\(3,\) for loss/vector"):
+        _named_terms(Vector(), Vector().loss(None))
