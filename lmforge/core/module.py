@@ -232,7 +232,7 @@ class LanguageModel(LightningModule):
     # -- optimization ----------------------------------------------------------------------------
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Only on logging steps: the norm is a reduction over every gradient, and logging it syncs the host.
+        # Only on logging steps: the norm reads every gradient, and only the logged values are ever seen.
         every = self.trainer.log_every_n_steps
         if every <= 0 or (self.trainer.global_step + 1) % every != 0:
             return

@@ -176,7 +176,7 @@ class ValidationSamples(Callback):
         filled = ids.clone()
         filled[positions] = top.indices[:, 0]
         candidates = [
-            ", ".join(f"{tokenizer.decode([int(i)]).strip()} {float(p):.2f}" for p, i in zip(ps, idx))
+            ", ".join(f"{tokenizer.decode([int(i)]).strip()} {float(p):.3f}" for p, i in zip(ps, idx))
             for ps, idx in zip(top.values, top.indices)
         ]
         return {"prompt": prompt, "filled": tokenizer.decode(filled.tolist(), skip_special_tokens=True),

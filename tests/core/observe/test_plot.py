@@ -101,3 +101,17 @@ def test_a_missing_metric_and_a_run_without_a_log_are_errors(observed_run, tmp_p
         find_metrics_file(tmp_path)
     with pytest.raises(PlotError, match="holds several runs"):
         find_metrics_file(observed_run.runs[0].parent)
+
+
+def test_bias_scores_share_one_axis_with_the_unbiased_line():
+    from lmforge.core.observe.plot import Series
+
+    runs = {"r": {"bias/gender": Series("", "bias/gender", [9, 19], [62.0, 55.0]),
+                  "bias/race": Series("", "bias/race", [9, 19], [58.0, 51.0]),
+                  "train/device/mfu": Series("", "train/device/mfu", [9, 19], [0.3, 0.31])}}
+    charts = {chart.name: chart for chart in build_charts(runs)}
+    assert set(charts) == {"bias", "mfu"}
+    figure = draw(charts["bias"])
+    (ax,) = figure.axes
+    assert lines_of(figure) == {"bias/gender": [(9.0, 62.0), (19.0, 55.0)], "bias/race": [(9.0, 58.0), (19.0, 51.0)]}
+    assert [line.get_ydata()[0] for line in ax.get_lines() if line.get_label().startswith("_")] == [50.0]

@@ -86,7 +86,7 @@ def test_masked_samples_fill_each_mask_with_its_most_likely_token(masked):
     for i, t in zip(positions, top):
         ids[i] = t.indices[0]
     assert row["filled"] == tok.decode(ids.tolist(), skip_special_tokens=True)
-    expected = " | ".join(", ".join(f"{tok.decode([int(j)]).strip()} {float(p):.2f}" for p, j in zip(t.values, t.indices))
+    expected = " | ".join(", ".join(f"{tok.decode([int(j)]).strip()} {float(p):.3f}" for p, j in zip(t.values, t.indices))
                           for t in top)
     assert row["candidates"] == expected
 
