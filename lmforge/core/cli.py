@@ -2,7 +2,8 @@
 
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands over
 `LanguageModel` and a DataModule (`TextData` by default); ``recipes``,
-``plugins`` and ``export`` are lmforge's own and import only what they need.
+``plugins``, ``export`` and ``plot`` are lmforge's own and import only what
+they need.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-TOOLS = ("recipes", "plugins", "export")
+TOOLS = ("recipes", "plugins", "export", "plot")
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -35,7 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; recipe names are now paths
-    run_cli()
+    cli = run_cli()
+    from lmforge.core.observe.wandb import finish_wandb
+
+    finish_wandb(getattr(cli, "trainer", None))  # one command, one W&B run, complete on disk when we return
     return 0
 
 
@@ -66,6 +70,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
 
     from lmforge.core.data import TextData
     from lmforge.core.module import LanguageModel
+    from lmforge.core.observe.run_config import RunConfig
+    from lmforge.core.observe.wandb import prepare_loggers
     from lmforge.core.registry import registry
 
     plugins = registry()  # import every plugin class so short names resolve
@@ -100,6 +106,10 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
 
         before_fit = before_validate = before_test = before_predict = _use_checkpoint_tokenizer
 
+        def before_instantiate_classes(self) -> None:
+            # Logger names, W&B tags and the resumed W&B run id come from the recipe and the checkpoint.
+            prepare_loggers(self.config[self.subcommand] if self.subcommand else self.config, self.subcommand)
+
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             # The recipe's top-level optimizer/lr_scheduler are handed to the model, which builds them
             # in configure_optimizers, after configure_model has created the backbone's parameters.
@@ -113,11 +123,12 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
         TextData,
         subclass_mode_data=True,
         parser_class=RecipeParser,
+        save_config_callback=RunConfig,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         parser_kwargs={
             "default_config_files": [],
-            "description": "Train language models with plugins. Other commands: recipes, plugins, export.",
+            "description": "Train language models with plugins. Other commands: recipes, plugins, export, plot.",
             **{cmd: {"default_config_files": []} for cmd in LIGHTNING_SUBCOMMANDS},
         },
         args=args,

@@ -1,8 +1,9 @@
-"""``lmforge recipes``, ``lmforge plugins`` and ``lmforge export``."""
+"""``lmforge recipes``, ``lmforge plugins``, ``lmforge export`` and ``lmforge plot``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -77,4 +78,32 @@ def export(argv: list[str]) -> int:
         print(f"lmforge export: {exc}", file=sys.stderr)
         return 1
     print(f"exported {args.ckpt} to {out}")
+    return 0
+
+
+def plot(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge plot",
+        description="Write PNG charts of runs' metrics.csv (loss terms, validation metrics, learning rate, "
+                    "throughput, bias scores); several runs are overlaid for comparison.",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="a run directory (runs/<recipe>/version_N) or a directory holding exactly one")
+    parser.add_argument("--metrics", help="comma-separated metric names or globs (default: the standard charts), "
+                                          "e.g. loss/total,val/loss or 'bias/*'")
+    parser.add_argument("--out", help="output directory (default: RUN_DIR/plots for one run, ./plots for several)")
+    args = parser.parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:
+        print("lmforge plot: needs matplotlib; install it with `pip install 'lmforge[plot]'`.", file=sys.stderr)
+        return 1
+    from lmforge.core.observe.plot import PlotError, plot_runs
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    try:
+        written = plot_runs(args.runs, metrics, args.out)
+    except PlotError as exc:
+        print(f"lmforge plot: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
     return 0

@@ -10,11 +10,12 @@ one per map batch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,10 +163,12 @@ class TextData(LightningDataModule):
 
     def prepare_data(self) -> None:
         # Rank 0 fills the caches (trained tokenizer, tokenized splits); `setup` on every rank reads them.
-        self._build()
+        with self._progress_bars():
+            self._build()
 
     def setup(self, stage: str | None = None) -> None:
-        self._build()
+        with self._progress_bars():
+            self._build()
         trainer = self.trainer
         if stage == "fit" and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
             self.tokenizer.save_pretrained(str(Path(trainer.log_dir) / "tokenizer"))  # the run keeps its tokenizer
@@ -198,6 +201,21 @@ class TextData(LightningDataModule):
 
     def _plugins(self) -> list[Plugin]:
         return data_plugins(self.trainer.lightning_module if self.trainer is not None else None)
+
+    def _progress_bars(self) -> contextlib.AbstractContextManager[None]:
+        # `--trainer.enable_progress_bar false` silences the tokenization and preparation bars too.
+        quiet = self.trainer is not None and self.trainer.progress_bar_callback is None
+        return _datasets_progress_bars(enabled=not quiet)
+
+    def data_files(self) -> dict[str, list[Path]]:
+        """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
+
+        The run's record (`lmforge.core.observe.RunConfig`) fingerprints them.
+        """
+        files = {"data.train": resolve_files(self.train_files, "data.train")}
+        if self.val_files is not None:
+            files["data.val"] = resolve_files(self.val_files, "data.val")
+        return files
 
     def _build(self) -> None:
         if self.datasets:
@@ -332,6 +350,21 @@ class _TextStage:
         if len(set(lengths.values())) > 1:
             raise ValueError(f"{type(self.plugin).__name__}.process_text returned columns of unequal length: {lengths}")
         return out
+
+
+@contextlib.contextmanager
+def _datasets_progress_bars(enabled: bool) -> Iterator[None]:
+    """Turn ``datasets``' progress bars off inside the block when ``enabled`` is False (a global switch)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    if not enabled:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled and not enabled:
+            datasets.enable_progress_bars()
 
 
 def _fingerprint(*parts: Any) -> str:

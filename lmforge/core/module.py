@@ -7,7 +7,8 @@ A training step is::
     outputs = backbone(**objective.model_inputs(batch))
     loss = objective.compute(outputs, batch).loss + sum(plugin.loss(ctx) ...)
 
-Each term is logged as ``loss/<term>``, the sum as ``loss/total``.
+Each term is logged as ``loss/<term>``, the sum as ``loss/total``; the gradient
+norm (before clipping) as ``metric/grad_norm`` at the trainer's logging steps.
 """
 
 from __future__ import annotations
@@ -203,8 +204,7 @@ class LanguageModel(LightningModule):
             return self._skip_or_stop(terms)
         batch_size = batch["input_ids"].shape[0]
         self.log("loss/total", total, prog_bar=True, batch_size=batch_size)
-        if len(terms) > 1:
-            self.log_dict({f"loss/{k}": v for k, v in terms.items()}, batch_size=batch_size)
+        self.log_dict({f"loss/{k}": v for k, v in terms.items()}, batch_size=batch_size)
         if self.objective.reports_perplexity:
             nll = result.nll if result.nll is not None else result.loss
             self.log("metric/perplexity", torch.exp(nll.detach()), batch_size=batch_size)
@@ -262,14 +262,27 @@ class LanguageModel(LightningModule):
 
     # -- optimization ----------------------------------------------------------------------------
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Only on logging steps: the norm reads every gradient, and only the logged values are ever seen.
+        every = self.trainer.log_every_n_steps
+        if every <= 0 or (self.trainer.global_step + 1) % every != 0:
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            self.log("metric/grad_norm", gradient_norm(grads))
+
     def param_groups(self) -> list[dict[str, Any]]:
-        """Parameters for the optimizer; 1-D ones (biases, norms) get no weight decay."""
+        """Parameters for the optimizer; 1-D ones (biases, norms) get no weight decay.
+
+        The groups are named (``decay``, ``no_decay``), so ``LearningRateMonitor`` logs
+        ``lr-<Optimizer>/decay`` rather than ``lr-<Optimizer>/pg1``.
+        """
         params = [p for p in self.parameters() if p.requires_grad]
         if not self.no_weight_decay_1d:
             return [{"params": params}]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [{"params": decay, "name": "decay"}, {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate_class(self.param_groups(), self.optimizer_init)
@@ -315,6 +328,12 @@ class LanguageModel(LightningModule):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+def gradient_norm(grads: list[Tensor]) -> Tensor:
+    """The 2-norm of all gradients together, as ``clip_grad_norm_`` computes it."""
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # sharded (FSDP2) gradients: all ranks
 
 
 def _named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> dict[str, Tensor]:
