@@ -128,7 +128,9 @@ def read_synonyms(path: str, owner: str) -> dict[str, list[str]]:
                 continue
             word, sep, synonyms = line.partition("\t")
             if not sep or not word.strip() or not synonyms.strip():
-                raise ValueError(f"{owner}: {file}, line {number}: expected 'word<TAB>synonym1,synonym2', got {line!r}.")
+                raise ValueError(
+                    f"{owner}: {file}, line {number}: expected 'word<TAB>synonym1,synonym2', got {line!r}."
+                )
             items.append((word, synonyms.split(",")))
     for word, synonyms in items:
         cleaned = [s.strip() for s in synonyms if s.strip() and s.strip().lower() != word.strip().lower()]
