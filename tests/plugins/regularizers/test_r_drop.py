@@ -102,3 +102,11 @@ def test_warns_when_there_is_no_dropout(make_model):
 def test_alpha_must_be_positive():
     with pytest.raises(ValueError, match="alpha must be > 0"):
         RDrop(alpha=0.0)
+
+
+def test_sequence_level_logits_are_scored_whole_unless_ignored():
+    """The base Objective.scored_logits for (B, C) logits, as a classification objective gives."""
+    logits = torch.arange(12.0).reshape(3, 4)
+    objective = MaskedLM()  # inherits the base implementation
+    assert torch.equal(objective.scored_logits(logits, {"labels": torch.tensor([1, -100, 2])}), logits[[0, 2]])
+    assert torch.equal(objective.scored_logits(logits, {}), logits)
