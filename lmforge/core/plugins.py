@@ -214,6 +214,23 @@ class Objective(Plugin):
         """Loss stage: the objective's loss and metrics from the forward pass."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute().")
 
+    def scored_logits(self, logits: Tensor, batch: Batch) -> Tensor:
+        """Loss stage: the rows of ``logits`` that the loss scores, one per target, as (N, V).
+
+        Plugins that compare two output distributions (R-Drop, logit distillation) use it so that they
+        count exactly the positions the objective predicts. The default pairs the logits at a position
+        with ``labels`` at the same position and keeps those whose label is not -100 (masked LM,
+        classification); a causal objective overrides it to pair position t with the label at t+1.
+
+        Args:
+            logits: (B, T, V) or (B, V) scores from the backbone for ``batch``.
+            batch: The prepared batch (with ``labels``).
+        """
+        labels = batch.get("labels")
+        if labels is None or labels.shape != logits.shape[:-1]:
+            return logits.reshape(-1, logits.shape[-1])
+        return logits[labels != -100]
+
     def build_backbone_config(self, config: Any) -> None:
         """Model stage, before the backbone exists: adjust its HF config in place
         (a classification objective sets ``num_labels``)."""
