@@ -204,7 +204,7 @@ class TextData(LightningDataModule):
 
     def _progress_bars(self) -> contextlib.AbstractContextManager[None]:
         # `--trainer.enable_progress_bar false` silences the tokenization and preparation bars too.
-        quiet = self.trainer is not None and self.trainer.progress_bar_callback is None
+        quiet = self.trainer is not None and getattr(self.trainer, "progress_bar_callback", True) is None
         return _datasets_progress_bars(enabled=not quiet)
 
     def data_files(self) -> dict[str, list[Path]]:

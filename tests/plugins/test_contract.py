@@ -52,7 +52,7 @@ def test_plugin_contract(kind: str, name: str, corpus: dict[str, Path], tmp_path
     plugin = cls()
     model = LanguageModel(TINY_GPT2, CausalLM(), **{KIND_ARGUMENT[kind]: [plugin]})
     data = TextData(train=str(corpus["train"]), val=str(corpus["val"]), block_size=32, batch_size=4, seed=0,
-                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=200)), cache_dir=str(tmp_path / "cache"))
+                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), cache_dir=str(tmp_path / "cache"))
     check = StepCheck()
     trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

@@ -18,7 +18,8 @@ def test_recipe_validates_and_stops_early_on_the_validation_loss(name: str) -> N
     assert data.get("val") or data.get("val_fraction"), "no held-out text"
     trainer = recipe["trainer"]
     assert trainer.get("val_check_interval") or trainer.get("check_val_every_n_epoch")
-    callbacks = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args", {}) for c in trainer["callbacks"]}
+    entries = [{"class_path": c} if isinstance(c, str) else c for c in trainer["callbacks"]]
+    callbacks = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args", {}) for c in entries}
     for callback in ("EarlyStopping", "ModelCheckpoint"):
         assert callback in callbacks, f"{name} has no {callback}"
         assert callbacks[callback]["monitor"].startswith("val/"), callbacks[callback]

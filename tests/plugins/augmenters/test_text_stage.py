@@ -96,7 +96,7 @@ def test_bad_arguments_are_refused():
 
 def build(augmenters: list, corpus: dict[str, Path], cache: Path, seed: int) -> TextData:
     data = TextData(train=str(corpus["train"]), val=str(corpus["val"]), block_size=16, batch_size=4, seed=seed,
-                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=200)), cache_dir=str(cache))
+                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), cache_dir=str(cache))
     model = LanguageModel(Backbone(), CausalLM(), augmenters=augmenters)
     data.trainer = SimpleNamespace(lightning_module=model)  # what TextData reads its data-stage plugins from
     data.prepare_data()

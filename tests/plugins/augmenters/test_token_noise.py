@@ -20,7 +20,7 @@ def tokenizer():
     rng = random.Random(0)
     words = "the cat sat on a mat and a dog ran to the park while birds sang in tall green trees".split()
     return train_tokenizer([" ".join(rng.choice(words) for _ in range(12)) for _ in range(200)],
-                           TokenizerTraining(vocab_size=200), "bpe")
+                           TokenizerTraining(vocab_size=300), "bpe")
 
 
 def noise(tokenizer, **probabilities) -> TokenNoise:

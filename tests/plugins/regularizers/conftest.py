@@ -28,7 +28,7 @@ def _tokenizer(algorithm: str) -> Any:
     rng = random.Random(0)
     words = "the cat sat on a mat and a dog ran to the park while birds sang in tall green trees".split()
     texts = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(200)]
-    return train_tokenizer(texts, TokenizerTraining(vocab_size=200), algorithm)
+    return train_tokenizer(texts, TokenizerTraining(vocab_size=300), algorithm)
 
 
 @pytest.fixture
