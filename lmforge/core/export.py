@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from lmforge.core.module import CKPT_KEY
 from lmforge.core.tokenizer import tokenizer_from_json
@@ -20,7 +20,12 @@ BACKBONE_PREFIX = "backbone."
 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """Load a Lightning checkpoint without unpickling arbitrary objects (``mmap``: read tensors lazily)."""
+    """Load a Lightning checkpoint without unpickling arbitrary objects.
+
+    Args:
+        mmap: Map the tensors from the file instead of reading them (cheap when
+            only the ``lmforge`` section is needed).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -39,20 +44,30 @@ def backbone_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state
 
 
+def checkpoint_config(checkpoint: dict[str, Any]) -> PretrainedConfig:
+    """The backbone's HF config saved in the checkpoint."""
+    config_dict = dict(checkpoint[CKPT_KEY]["config"])
+    return AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path) -> PreTrainedModel:
+    """The backbone as a ``transformers`` model (its saved Auto class), with the checkpoint's weights."""
+    model = getattr(transformers, checkpoint[CKPT_KEY]["auto_model"]).from_config(checkpoint_config(checkpoint))
+    missing, unexpected = model.load_state_dict(backbone_state_dict(checkpoint), strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    really_missing = [k for k in missing if k not in tied]
+    if really_missing or unexpected:
+        raise ValueError(f"{source}: weights do not fit the saved config (missing {really_missing}, "
+                         f"unexpected {unexpected}).")
+    return model
+
+
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     """Write ``out_dir`` so that ``AutoModelFor*.from_pretrained(out_dir)`` and
     ``AutoTokenizer.from_pretrained(out_dir)`` load it offline."""
     checkpoint = load_checkpoint(ckpt_path)
     saved = checkpoint[CKPT_KEY]
-    config_dict = dict(saved["config"])
-    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-    model = getattr(transformers, saved["auto_model"]).from_config(config)
-    missing, unexpected = model.load_state_dict(backbone_state_dict(checkpoint), strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    really_missing = [k for k in missing if k not in tied]
-    if really_missing or unexpected:
-        raise ValueError(f"{ckpt_path}: weights do not fit the saved config (missing {really_missing}, "
-                         f"unexpected {unexpected}).")
+    model = model_from_checkpoint(checkpoint, ckpt_path)
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"]).save_pretrained(str(out_dir))

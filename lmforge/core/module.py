@@ -5,7 +5,7 @@ A training step is::
     batch = objective.prepare(batch)                 # labels, fresh MLM mask (on device)
     batch = plugin.process_batch(batch) ...          # batch-stage plugins (TokenNoise)
     outputs = backbone(**objective.model_inputs(batch))
-    loss = objective.compute(outputs, batch).loss + sum(plugin.loss(ctx) ...)
+    loss = w * objective.compute(outputs, batch).loss + sum(plugin.loss(ctx) ...)   # w: plugins' objective_weight
 
 Each term is logged as ``loss/<term>``, the sum as ``loss/total``; the gradient
 norm (before clipping) as ``metric/grad_norm`` at the trainer's logging steps.
@@ -192,7 +192,7 @@ class LanguageModel(LightningModule):
                 batch = plugin.process_batch(batch, generator)
         outputs = self(batch)
         result = self.objective.compute(outputs, batch)
-        terms = {self.objective.name: result.loss}
+        terms = {self.objective.name: result.loss * self._objective_weight()}
         ctx = StepContext(batch=batch, outputs=outputs, objective_loss=result.loss, model=self, forward=self)
         for plugin in self.plugins():
             if overrides(plugin, "loss"):
@@ -228,6 +228,14 @@ class LanguageModel(LightningModule):
             "enabling gradient clipping (trainer.gradient_clip_val) or checking the plugin named above; or set "
             "model.on_nonfinite_loss: skip to skip such batches."
         )
+
+    def _objective_weight(self) -> float:
+        """The product of the plugins' ``objective_weight`` (1 when none sets one)."""
+        weight = 1.0
+        for plugin in self.plugins():
+            if plugin.objective_weight is not None:
+                weight *= plugin.objective_weight
+        return weight
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch)

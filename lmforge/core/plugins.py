@@ -91,6 +91,12 @@ class Plugin(nn.Module):
     #: Set to True when ``loss`` reads ``ctx.outputs.hidden_states``; the
     #: forward pass only returns hidden states when a plugin asks for them.
     needs_hidden_states: ClassVar[bool] = False
+    #: Loss stage: when not None, the objective's term of the training loss is
+    #: multiplied by this weight (a distiller's weight of the hard loss). Several
+    #: plugins' weights multiply. ``loss/<objective>`` logs the weighted term, so
+    #: the logged terms add up to ``loss/total``; ``ctx.objective_loss`` and
+    #: ``metric/perplexity`` stay unweighted.
+    objective_weight: float | None = None
 
     @property
     def name(self) -> str:
@@ -263,7 +269,8 @@ class BiasMitigator(Plugin):
 class Distiller(Plugin):
     """Adds a loss (``loss``) that pulls the model toward a frozen teacher,
     which it loads in ``setup``. The teacher is not part of the model's
-    state dict."""
+    state dict. A distiller weights the objective's (hard) loss through
+    ``objective_weight``."""
 
     kind: ClassVar[str] = "distiller"
 
