@@ -143,6 +143,11 @@ class LanguageModel(LightningModule):
         self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
         for plugin in [self.objective, *self.plugins()]:
             plugin.setup(self)
+        if self.device_mesh is not None:  # FSDP2 (ModelParallelStrategy): shard after plugins built their parameters
+            from lmforge.core.sharding import fully_shard_blocks
+
+            owners = [p for p in [self.objective, *self.plugins()] if any(q.requires_grad for q in p.parameters())]
+            fully_shard_blocks(self.backbone, owners, self.device_mesh)
         if self.compile_backbone:
             self.backbone.compile()
 
@@ -309,6 +314,10 @@ class LanguageModel(LightningModule):
             "tokenizer": self.tokenizer.backend_tokenizer.to_str(),
             "tokenizer_config": _tokenizer_config(self.tokenizer),
             "generator": self.generator.get_state() if self.generator is not None else None,
+            # Dropout draws from the global generators, which Lightning does not checkpoint: without them a
+            # resumed run would drop different units than the uninterrupted one.
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -324,6 +333,10 @@ class LanguageModel(LightningModule):
             )
         if saved.get("generator") is not None:
             self._generator().set_state(saved["generator"])
+        if saved.get("torch_rng") is not None:
+            torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
 
 
 class NonFiniteLossError(RuntimeError):
