@@ -8,6 +8,8 @@ document) and the position in the shuffled epoch.
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from lmforge.core.backbone import Backbone
 from lmforge.core.data import ResumableSampler, TextData
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Regularizer
+from lmforge.core.preemption import SaveOnPreemption
 from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.augmenters.random_swap import RandomSwap
 from lmforge.plugins.augmenters.token_noise import TokenNoise
@@ -49,15 +52,30 @@ class Losses(Callback):
         self.by_step[trainer.global_step] = float(outputs["loss"])
 
 
-def run(tmp_path: Path, corpus: Path, max_steps: int, ckpt_path: str | None = None) -> tuple[LanguageModel, Losses]:
+class SigtermAt(Callback):
+    """Sends this process SIGTERM after training step ``step``, as a cluster's preemption would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run(tmp_path: Path, corpus: Path, max_steps: int, ckpt_path: str | None = None,
+        sigterm_at: int | None = None) -> tuple[LanguageModel, Losses]:
     seed_everything(7)
     data = TextData(train=str(corpus), val=str(corpus), tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
                     block_size=16, batch_size=4, cache_dir=str(tmp_path / "cache"), seed=0)
     model = LanguageModel(TINY, CausalLM(), regularizers=[LearnedScale()],
                           augmenters=[RandomSwap(alpha=0.2), TokenNoise(replace_probability=0.1)])
     losses = Losses()
-    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1, save_top_k=0)
-    trainer = Trainer(max_steps=max_steps, accelerator="cpu", logger=False, callbacks=[losses, checkpoints],
+    # Checkpoints every step stand for a hard kill right after one; with SIGTERM only SaveOnPreemption saves.
+    every = None if sigterm_at else 1
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=every, save_top_k=0)
+    callbacks = [losses, checkpoints, SaveOnPreemption()] + ([SigtermAt(sigterm_at)] if sigterm_at else [])
+    trainer = Trainer(max_steps=max_steps, accelerator="cpu", logger=False, callbacks=callbacks,
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                       num_sanity_val_steps=0)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
@@ -71,17 +89,21 @@ def test_resume_mid_epoch_matches_the_uninterrupted_run(tmp_path: Path) -> None:
     batches_per_epoch = len(full.trainer.train_dataloader)
     assert STOP < batches_per_epoch < STEPS  # the interruption is mid-epoch, and the resumed run crosses an epoch
 
-    run(tmp_path / "cut", corpus, STOP)
-    resumed, resumed_losses = run(tmp_path / "cut", corpus, STEPS, ckpt_path=str(tmp_path / "cut" / "ckpt" / "last.ckpt"))
-
-    assert sorted(resumed_losses.by_step) == list(range(STOP + 1, STEPS + 1))
-    for step, loss in resumed_losses.by_step.items():
-        assert loss == full_losses.by_step[step], step  # bitwise: same data, same draws, same arithmetic
-    full_state, resumed_state = full.state_dict(), resumed.state_dict()
-    assert full_state.keys() == resumed_state.keys()
-    for name in full_state:
-        assert torch.equal(full_state[name], resumed_state[name]), name
-    assert resumed.regularizers[0].scale.item() != 1.0  # the plugin parameter was trained and restored
+    run(tmp_path / "killed", corpus, STOP)  # a hard kill after step STOP: last.ckpt is the one from that step
+    with pytest.raises(SystemExit):  # SIGTERM: Lightning finishes the batch and exits; SaveOnPreemption saves
+        run(tmp_path / "preempted", corpus, STEPS, sigterm_at=STOP)
+    for cut in ("killed", "preempted"):
+        ckpt = tmp_path / cut / "ckpt" / "last.ckpt"
+        assert torch.load(ckpt, weights_only=False)["global_step"] == STOP
+        resumed, resumed_losses = run(tmp_path / cut, corpus, STEPS, ckpt_path=str(ckpt))
+        assert sorted(resumed_losses.by_step) == list(range(STOP + 1, STEPS + 1))
+        for step, loss in resumed_losses.by_step.items():
+            assert loss == full_losses.by_step[step], (cut, step)  # bitwise: same data, draws and arithmetic
+        full_state, resumed_state = full.state_dict(), resumed.state_dict()
+        assert full_state.keys() == resumed_state.keys()
+        for name in full_state:
+            assert torch.equal(full_state[name], resumed_state[name]), (cut, name)
+        assert resumed.regularizers[0].scale.item() != 1.0  # the plugin parameter was trained and restored
 
 
 def test_sampler_splits_each_epoch_over_ranks_and_resumes() -> None:
