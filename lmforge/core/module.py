@@ -143,13 +143,23 @@ class LanguageModel(LightningModule):
         self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
         for plugin in [self.objective, *self.plugins()]:
             plugin.setup(self)
-        if self.device_mesh is not None:  # FSDP2 (ModelParallelStrategy): shard after plugins built their parameters
-            from lmforge.core.sharding import fully_shard_blocks
+        if self.device_mesh is not None:  # FSDP2 (ModelParallelStrategy): shard the blocks, replicate plugins
+            from lmforge.core.sharding import broadcast_parameters, fully_shard_blocks, replicated_parameters
 
-            owners = [p for p in [self.objective, *self.plugins()] if any(q.requires_grad for q in p.parameters())]
-            fully_shard_blocks(self.backbone, owners, self.device_mesh)
+            fully_shard_blocks(self.backbone, self._data_parallel_mesh())
+            broadcast_parameters(replicated_parameters(self), self._data_parallel_mesh())
         if self.compile_backbone:
             self.backbone.compile()
+
+    def _data_parallel_mesh(self) -> Any:
+        mesh = self.device_mesh
+        return mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+
+    def on_after_backward(self) -> None:
+        if self.device_mesh is not None:  # FSDP2 reduced the sharded gradients; the replicated ones are ours
+            from lmforge.core.sharding import average_gradients, replicated_parameters
+
+            average_gradients(replicated_parameters(self), self._data_parallel_mesh())
 
     def _find_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is not None:
@@ -345,8 +355,13 @@ class NonFiniteLossError(RuntimeError):
 
 def gradient_norm(grads: list[Tensor]) -> Tensor:
     """The 2-norm of all gradients together, as ``clip_grad_norm_`` computes it."""
-    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # sharded (FSDP2) gradients: all ranks
+    # FSDP2 shards the backbone's gradients (DTensors) but not the replicated plugins': norm each group apart.
+    groups = [[g for g in grads if hasattr(g, "full_tensor")], [g for g in grads if not hasattr(g, "full_tensor")]]
+    norms = []
+    for group in filter(None, groups):
+        norm = torch.nn.utils.get_total_norm(group, norm_type=2.0)
+        norms.append(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # sharded: over all ranks
+    return torch.linalg.vector_norm(torch.stack(norms)) if len(norms) > 1 else norms[0]
 
 
 def _named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> dict[str, Tensor]:

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 from lightning.pytorch.cli import instantiate_class
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
 
 from lmforge.core.cli import run_cli
 from lmforge.core.recipes import bundled_recipes
-from lmforge.core.sharding import BlockFSDPStrategy, block_classes
+from lmforge.core.sharding import BlockFSDPStrategy, FSDP2Strategy, block_classes
 
 RECIPES = bundled_recipes()
 STRATEGIES = {
     "overlays/ddp": DDPStrategy,
     "overlays/fsdp": BlockFSDPStrategy,
-    "overlays/fsdp2": ModelParallelStrategy,
+    "overlays/fsdp2": FSDP2Strategy,
     "overlays/deepspeed-zero2": DeepSpeedStrategy,
     "overlays/deepspeed-zero3": DeepSpeedStrategy,
 }
