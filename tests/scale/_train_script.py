@@ -62,7 +62,8 @@ def main() -> None:
                       strategy=strategy, logger=False, callbacks=callbacks, limit_val_batches=0, num_sanity_val_steps=0,
                       enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt)
-    state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()}
+    state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+             for k, v in model.state_dict().items()}
     tag = "resumed" if ckpt else mode
     torch.save({"state": state, "losses": losses.by_step}, out / f"{tag}-rank{trainer.global_rank}.pt")
 

@@ -66,8 +66,9 @@ class SigtermAt(Callback):
 def run(tmp_path: Path, corpus: Path, max_steps: int, ckpt_path: str | None = None,
         sigterm_at: int | None = None) -> tuple[LanguageModel, Losses]:
     seed_everything(7)
-    data = TextData(train=str(corpus), val=str(corpus), tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
-                    block_size=16, batch_size=4, cache_dir=str(tmp_path / "cache"), seed=0)
+    tokenizer = TokenizerSpec(train=TokenizerTraining(vocab_size=300))
+    data = TextData(train=str(corpus), val=str(corpus), tokenizer=tokenizer, block_size=16, batch_size=4,
+                    cache_dir=str(tmp_path / "cache"), seed=0)
     model = LanguageModel(TINY, CausalLM(), regularizers=[LearnedScale()],
                           augmenters=[RandomSwap(alpha=0.2), TokenNoise(replace_probability=0.1)])
     losses = Losses()
