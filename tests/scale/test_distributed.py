@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_corpus
-
 SCRIPT = Path(__file__).with_name("_train_script.py")
 
 
@@ -36,7 +34,7 @@ def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path, write_corpus) -> None:
     corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
     train("ddp", tmp_path, corpus)
     train("single", tmp_path, corpus)
@@ -50,7 +48,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
 
 
 @pytest.mark.slow
-def test_fsdp2_two_processes_train_a_plugin_with_parameters_save_and_resume(tmp_path: Path) -> None:
+def test_fsdp2_two_processes_train_a_plugin_with_parameters_save_and_resume(tmp_path: Path, write_corpus) -> None:
     corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
     train("fsdp2", tmp_path, corpus)
     rank0, rank1 = result(tmp_path, "fsdp2-rank0"), result(tmp_path, "fsdp2-rank1")

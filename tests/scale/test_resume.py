@@ -28,8 +28,6 @@ from lmforge.plugins.augmenters.random_swap import RandomSwap
 from lmforge.plugins.augmenters.token_noise import TokenNoise
 from lmforge.plugins.objectives.causal_lm import CausalLM
 
-from conftest import write_corpus
-
 TINY = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 16})
 STEPS, STOP = 12, 5
 
@@ -84,7 +82,7 @@ def run(tmp_path: Path, corpus: Path, max_steps: int, ckpt_path: str | None = No
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_matches_the_uninterrupted_run(tmp_path: Path) -> None:
+def test_resume_mid_epoch_matches_the_uninterrupted_run(tmp_path: Path, write_corpus) -> None:
     corpus = write_corpus(tmp_path / "train.txt", 7, seed=3)
     full, full_losses = run(tmp_path / "full", corpus, STEPS)
     batches_per_epoch = len(full.trainer.train_dataloader)
