@@ -72,6 +72,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
     from lmforge.core.module import LanguageModel
     from lmforge.core.observe.run_config import RunConfig
     from lmforge.core.observe.wandb import prepare_loggers
+    from lmforge.core.preemption import SaveOnPreemption
     from lmforge.core.registry import registry
 
     plugins = registry()  # import every plugin class so short names resolve
@@ -125,6 +126,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
         parser_class=RecipeParser,
         save_config_callback=RunConfig,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [SaveOnPreemption()]},  # added to the recipe's callbacks
         auto_configure_optimizers=False,
         parser_kwargs={
             "default_config_files": [],

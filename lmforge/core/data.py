@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmforge.core.files import documents_dataset, resolve_files
 from lmforge.core.plugins import Augmenter, Plugin, overrides
@@ -66,6 +66,52 @@ def pack_flat(flat: np.ndarray, lengths: np.ndarray, block_size: int) -> tuple[n
     doc_starts = np.cumsum(lengths) - lengths
     block_docs = np.searchsorted(doc_starts, np.arange(n_blocks) * block_size, side="right") - 1
     return blocks, block_docs, len(flat) - n_blocks * block_size
+
+
+class ResumableSampler(DistributedSampler):
+    """Training order: a seeded shuffle (or weighted draw) per epoch, split over ranks, resumable mid-epoch.
+
+    Epoch ``e``'s order depends only on ``seed`` and ``e`` (Lightning calls ``set_epoch``), so a resumed run
+    draws the same order; ``skip_batches`` drops the batches a checkpoint had already trained on. Written
+    here because torch's samplers cannot start mid-epoch (torchdata's StatefulDataLoader would add a
+    dependency); a ``DistributedSampler`` subclass so that Lightning does not wrap it under DDP.
+
+    Args:
+        size: Examples in the dataset.
+        batch_size: Examples per batch on each rank (what ``skip_batches`` counts in).
+        seed: Seed of the order.
+        rank: This process's global rank.
+        world_size: Number of processes; each takes every ``world_size``-th example of the order, and the
+            order is cut to a multiple of ``world_size`` so that every rank runs the same number of batches.
+        weights: Per-example sampling weights (drawn with replacement), or None for a permutation.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 weights: torch.Tensor | None = None) -> None:
+        # DistributedSampler.__init__ wants a dataset and a process group; only its public fields are kept.
+        self.size, self.batch_size, self.seed, self.weights = size, batch_size, seed, weights
+        self.rank, self.num_replicas = rank, world_size
+        self.num_samples = size // world_size
+        self.total_size = self.num_samples * world_size
+        self.epoch = 0
+        self.skip_batches = 0
+
+    def order(self, epoch: int) -> list[int]:
+        """This rank's examples in epoch ``epoch``, from the start."""
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
+        return order[: self.total_size][self.rank :: self.num_replicas].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip_batches = self.skip_batches * self.batch_size, 0
+        order = self.order(self.epoch)
+        return iter(order[skip:] if skip < len(order) else order)  # a checkpoint at the epoch's end: a new epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class PackedBlocks(Dataset):
@@ -152,6 +198,7 @@ class TextData(LightningDataModule):
         self.checkpoint_path: str | None = None
         self.datasets: dict[str, PackedBlocks] = {}
         self.train_weights: torch.Tensor | None = None
+        self._resume_batches = 0
 
     @property
     def seed(self) -> int:
@@ -175,11 +222,23 @@ class TextData(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self.datasets["train"]
-        generator = torch.Generator().manual_seed(self.seed)
-        if self.train_weights is not None:
-            sampler = WeightedRandomSampler(self.train_weights, len(data), replacement=True, generator=generator)
-            return self._loader(data, sampler=sampler, drop_last=True)
-        return self._loader(data, shuffle=True, generator=generator, drop_last=True)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ResumableSampler(len(data), self.batch_size, self.seed, rank, world, weights=self.train_weights)
+        if self._resume_batches:  # a mid-epoch checkpoint: continue after the batches it had trained on
+            sampler.skip_batches = self._resume_batches
+            self._resume_batches = 0
+        return self._loader(data, sampler=sampler, drop_last=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the current epoch (batches this rank has trained on), saved in checkpoints."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        return {"epoch_batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_batches = int(state_dict.get("epoch_batches", 0))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["val"], shuffle=False)
@@ -190,7 +249,10 @@ class TextData(LightningDataModule):
     def _loader(self, data: Dataset, **kwargs: Any) -> DataLoader:
         return DataLoader(
             data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate_batch,
-            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0, **kwargs,
+            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+            # The loader's own generator seeds its workers, so starting an epoch draws nothing from the global
+            # generator (that dropout uses): a resumed run's dropout masks match the uninterrupted run's.
+            generator=torch.Generator().manual_seed(self.seed), **kwargs,
         )
 
     # -- building --------------------------------------------------------------------------------

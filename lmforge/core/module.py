@@ -143,8 +143,23 @@ class LanguageModel(LightningModule):
         self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
         for plugin in [self.objective, *self.plugins()]:
             plugin.setup(self)
+        if self.device_mesh is not None:  # FSDP2 (ModelParallelStrategy): shard the blocks, replicate plugins
+            from lmforge.core.sharding import broadcast_parameters, fully_shard_blocks, replicated_parameters
+
+            fully_shard_blocks(self.backbone, self._data_parallel_mesh())
+            broadcast_parameters(replicated_parameters(self), self._data_parallel_mesh())
         if self.compile_backbone:
             self.backbone.compile()
+
+    def _data_parallel_mesh(self) -> Any:
+        mesh = self.device_mesh
+        return mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+
+    def on_after_backward(self) -> None:
+        if self.device_mesh is not None:  # FSDP2 reduced the sharded gradients; the replicated ones are ours
+            from lmforge.core.sharding import average_gradients, replicated_parameters
+
+            average_gradients(replicated_parameters(self), self._data_parallel_mesh())
 
     def _find_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is not None:
@@ -317,6 +332,10 @@ class LanguageModel(LightningModule):
             "tokenizer": self.tokenizer.backend_tokenizer.to_str(),
             "tokenizer_config": _tokenizer_config(self.tokenizer),
             "generator": self.generator.get_state() if self.generator is not None else None,
+            # Dropout draws from the global generators, which Lightning does not checkpoint: without them a
+            # resumed run would drop different units than the uninterrupted one.
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -332,6 +351,10 @@ class LanguageModel(LightningModule):
             )
         if saved.get("generator") is not None:
             self._generator().set_state(saved["generator"])
+        if saved.get("torch_rng") is not None:
+            torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
 
 
 class NonFiniteLossError(RuntimeError):
@@ -340,8 +363,13 @@ class NonFiniteLossError(RuntimeError):
 
 def gradient_norm(grads: list[Tensor]) -> Tensor:
     """The 2-norm of all gradients together, as ``clip_grad_norm_`` computes it."""
-    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # sharded (FSDP2) gradients: all ranks
+    # FSDP2 shards the backbone's gradients (DTensors) but not the replicated plugins': norm each group apart.
+    groups = [[g for g in grads if hasattr(g, "full_tensor")], [g for g in grads if not hasattr(g, "full_tensor")]]
+    norms = []
+    for group in filter(None, groups):
+        norm = torch.nn.utils.get_total_norm(group, norm_type=2.0)
+        norms.append(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # sharded: over all ranks
+    return torch.linalg.vector_norm(torch.stack(norms)) if len(norms) > 1 else norms[0]
 
 
 def _named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> dict[str, Tensor]:

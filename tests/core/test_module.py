@@ -126,7 +126,7 @@ def test_sample_weights_follow_the_block_start_document(corpus, tmp_path):
     assert data.train_weights is not None
     assert data.train_weights.shape == (len(data.datasets["train"]),)
     sampler = data.train_dataloader().sampler
-    assert isinstance(sampler, torch.utils.data.WeightedRandomSampler)
+    assert sampler.weights is data.train_weights  # drawn with replacement by these weights
 
 
 def test_batch_stage_runs_every_training_step_only(corpus, tmp_path):

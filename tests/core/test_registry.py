@@ -6,6 +6,7 @@ module) into ``tmp_path``, puts it on ``sys.path`` and reloads the registry.
 
 from __future__ import annotations
 
+import gc
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -65,6 +66,9 @@ def install(tmp_path: Path) -> Iterator[Callable[..., None]]:
         yield _install
         for module in names:
             sys.modules.pop(module, None)
+    # The fake classes sit in reference cycles: collect them now, or jsonargparse (which finds classes by
+    # short name through __subclasses__) may still see a fake CausalLM in a later test, depending on GC timing.
+    gc.collect()
     registry(refresh=True)
 
 

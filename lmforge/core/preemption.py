@@ -1,0 +1,32 @@
+"""Save a checkpoint when the run is preempted (SIGTERM), so `fit --ckpt_path last` continues it.
+
+Lightning catches SIGTERM, finishes the current batch on every rank and raises ``SIGTERMException``; it
+saves nothing by itself. This callback writes ``last.ckpt`` into the ``ModelCheckpoint`` directory then.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class SaveOnPreemption(Callback):
+    """On SIGTERM (cluster preemption, ``scancel``, ``kill``), save ``last.ckpt`` before the process exits."""
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.dirpath is None:
+            log.warning("SIGTERM at step %d: no ModelCheckpoint callback, so no checkpoint was saved.",
+                        trainer.global_step)
+            return
+        path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)  # every rank calls it: sharded strategies write their own shards
+        log.warning("SIGTERM at step %d: saved %s; continue with --ckpt_path %s", trainer.global_step, path, path)

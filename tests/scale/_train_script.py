@@ -1,0 +1,72 @@
+"""Trains a tiny GPT-2 for a few steps; launched by tests/scale/test_distributed.py (Lightning re-launches it
+once per rank for ``ddp``/``fsdp2``). Writes ``<mode>-rank<r>.pt`` with the final weights and losses.
+
+    python _train_script.py MODE OUT_DIR CORPUS [CKPT]     MODE: single | ddp | fsdp2
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+
+from lmforge.core.backbone import Backbone
+from lmforge.core.data import TextData
+from lmforge.core.module import LanguageModel
+from lmforge.core.plugins import Regularizer
+from lmforge.core.sharding import FSDP2Strategy
+from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.plugins.objectives.causal_lm import CausalLM
+
+NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # ranks draw different dropout masks
+TINY = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 16, **NO_DROPOUT})
+STEPS = 4
+
+
+class ProbeHead(Regularizer):
+    """A plugin with its own parameters (like an adversary head): a linear probe on the last hidden state."""
+
+    needs_hidden_states = True
+
+    def setup(self, module: LanguageModel) -> None:
+        self.head = nn.Linear(module.backbone.config.n_embd, 1)
+        self.bias = nn.Parameter(torch.zeros(()))  # read directly, outside any forward
+
+    def loss(self, ctx):
+        return 0.1 * (self.head(ctx.outputs.hidden_states[-1]) + self.bias).pow(2).mean()
+
+
+class Losses(Callback):
+    def __init__(self) -> None:
+        self.by_step = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.by_step[trainer.global_step] = float(outputs["loss"])
+
+
+def main() -> None:
+    mode, out, corpus = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    ckpt = sys.argv[4] if len(sys.argv) > 4 else None
+    seed_everything(0)
+    world = 1 if mode == "single" else 2
+    data = TextData(train=corpus, val=corpus, tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
+                    block_size=16, batch_size=8 // world, cache_dir=str(out / "cache"), seed=0)
+    plugins = [ProbeHead()] if mode == "fsdp2" else []
+    model = LanguageModel(TINY, CausalLM(), regularizers=plugins)
+    strategy = {"single": "auto", "ddp": "ddp", "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False)}[mode]
+    losses = Losses()
+    callbacks = [losses, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, every_n_train_steps=2, save_top_k=0)]
+    trainer = Trainer(max_steps=STEPS if ckpt is None else 2 * STEPS, accelerator="cpu", devices=world,
+                      strategy=strategy, logger=False, callbacks=callbacks, limit_val_batches=0, num_sanity_val_steps=0,
+                      enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+    state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+             for k, v in model.state_dict().items()}
+    tag = "resumed" if ckpt else mode
+    torch.save({"state": state, "losses": losses.by_step}, out / f"{tag}-rank{trainer.global_rank}.pt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Two CPU processes (gloo): DDP matches one process with the same global batch; FSDP2 trains, saves, resumes.
+
+Each run launches tests/scale/_train_script.py in a subprocess; Lightning re-launches it for rank 1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).with_name("_train_script.py")
+
+
+def train(mode: str, out: Path, corpus: Path, ckpt: Path | None = None) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    args = [sys.executable, str(SCRIPT), mode, str(out), str(corpus), *([str(ckpt)] if ckpt else [])]
+    done = subprocess.run(args, cwd=out, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def result(out: Path, name: str) -> dict:
+    return torch.load(out / f"{name}.pt", weights_only=False)
+
+
+def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=0, atol=atol), name
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path, write_corpus) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    train("ddp", tmp_path, corpus)
+    train("single", tmp_path, corpus)
+    rank0, rank1, single = (result(tmp_path, n) for n in ("ddp-rank0", "ddp-rank1", "single-rank0"))
+    assert_same_weights(rank0["state"], rank1["state"])  # DDP keeps the replicas identical, bitwise
+    # Rank r trains on examples r, r+2, ... of the one-process order: the two per-rank batches of 4 are its batch
+    # of 8. Losses and weights agree up to float summation order (the all-reduce averages per-rank gradients).
+    for step, loss in single["losses"].items():
+        assert (rank0["losses"][step] + rank1["losses"][step]) / 2 == pytest.approx(loss, abs=1e-5), step
+    assert_same_weights(rank0["state"], single["state"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fsdp2_two_processes_train_a_plugin_with_parameters_save_and_resume(tmp_path: Path, write_corpus) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    train("fsdp2", tmp_path, corpus)
+    rank0, rank1 = result(tmp_path, "fsdp2-rank0"), result(tmp_path, "fsdp2-rank1")
+    assert_same_weights(rank0["state"], rank1["state"])  # sharded backbone and replicated plugin agree
+    probe = rank0["state"]["regularizers.0.head.weight"]
+    assert probe.abs().sum() > 0 and not torch.equal(rank0["state"]["regularizers.0.bias"], torch.zeros(()))
+
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["global_step"] == 4
+    assert_same_weights({k: saved["state_dict"][k] for k in rank0["state"]}, rank0["state"])
+    train("fsdp2", tmp_path, corpus, ckpt=ckpt)
+    resumed0, resumed1 = result(tmp_path, "resumed-rank0"), result(tmp_path, "resumed-rank1")
+    assert sorted(resumed0["losses"]) == [5, 6, 7, 8]  # continued from step 4
+    assert_same_weights(resumed0["state"], resumed1["state"])
