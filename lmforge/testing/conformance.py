@@ -284,7 +284,8 @@ class _Run:
         if model.backbone is None or not getattr(data, "datasets", None):
             return
         try:
-            self.step(model, next(iter(data.train_dataloader())), SEED)
+            with _without_logging(model):
+                self.step(model, next(iter(data.train_dataloader())), SEED)
         except ConformanceError as diagnosis:
             raise diagnosis from failure
         except Exception:  # nothing clearer to say than the failure itself
@@ -361,8 +362,9 @@ class _Run:
 
     def check_step(self, model: Any, restored: Any, data: Any) -> None:
         batch = next(iter(data.train_dataloader()))
-        first = self.step(model, batch, SEED)
-        second = self.step(restored, batch, SEED + 1)
+        with _without_logging(model), _without_logging(restored):
+            first = self.step(model, batch, SEED)
+            second = self.step(restored, batch, SEED + 1)
         plugin = _plugin_of(model)
         if overrides(plugin, "process_batch"):
             _require(_equal(first["batch"], second["batch"]),
@@ -439,6 +441,17 @@ class _Run:
         _require(all(bool(torch.isfinite(g).all()) for g in flowing),
                  f"{self.where}: the loss term's gradient is not finite")
         self.passed("gradient flow")
+
+
+@contextlib.contextmanager
+def _without_logging(model: Any) -> Iterator[None]:
+    """``model.log``/``log_dict`` as no-ops: hooks may log (``ctx.model.log``), and the kit calls them outside
+    Lightning's loop, where logging is refused."""
+    model.log = model.log_dict = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        del model.log, model.log_dict
 
 
 def _plugin_of(model: Any) -> Plugin:

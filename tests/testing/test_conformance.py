@@ -24,7 +24,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
 
 
 class GoodPenalty(Regularizer):
-    """Mean squared logit."""
+    """Mean squared logit; logs a metric of its own, as plugins may."""
 
     def __init__(self, weight: float = 0.1) -> None:
         super().__init__()
@@ -32,6 +32,7 @@ class GoodPenalty(Regularizer):
         self.scale = nn.Parameter(torch.ones(()))
 
     def loss(self, ctx):
+        ctx.model.log("metric/good_penalty_scale", self.scale.detach())
         return self.weight * self.scale * ctx.outputs.logits.float().pow(2).mean()
 
 
