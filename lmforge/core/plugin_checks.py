@@ -78,6 +78,9 @@ def describe(plugin: Plugin | type[Plugin]) -> str:
     return f"{cls.__name__} ({key + '; ' if key else ''}{origin(cls)})"
 
 
+_WRAPPED_TYPES: dict[type, type] = {}  # original exception type -> its PluginError subclass
+
+
 def plugin_error(exc: BaseException, message: str) -> BaseException:
     """A `PluginError` carrying ``message`` that is also of ``exc``'s type (a plain one where that cannot be)."""
     cls = type(exc)
@@ -94,9 +97,6 @@ def plugin_error(exc: BaseException, message: str) -> BaseException:
         return error
     except Exception:  # a type that cannot be subclassed (a C extension's, say)
         return PluginError(message)
-
-
-_WRAPPED_TYPES: dict[type, type] = {}
 
 
 @contextlib.contextmanager
