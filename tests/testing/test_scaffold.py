@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.core.cli import main
-from lmforge.core.registry import GROUPS
+from lmforge.core.registry import GROUPS, registry
 from lmforge.testing.scaffold import ScaffoldError, lmforge_requirement, write_package
 
 
@@ -61,16 +61,22 @@ def _run(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_generate_install_pass_break_a_hook_fail(tmp_path):
+def test_generate_install_pass_break_a_hook_fail(tmp_path, monkeypatch, capsys):
     package = tmp_path / "pkg"
     assert main(["plugins", "new", "regularizer", "ScaffoldPenalty", "--dir", str(package)]) == 0
-    site = tmp_path / "site"
+    site = tmp_path / "site"  # pip-installed into a directory of its own; on sys.path = installed
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
                     str(site), str(package)], check=True, capture_output=True)
-
-    listed = _run(["-m", "lmforge", "plugins", "--kind", "regularizer"], site, tmp_path)
-    assert any(line.split()[1:4] == ["ScaffoldPenalty", "lmforge-scaffold-penalty", "0.1.0"]
-               for line in listed.stdout.splitlines()), listed.stdout + listed.stderr
+    with monkeypatch.context() as mp:
+        mp.syspath_prepend(str(site))
+        registry(refresh=True)
+        capsys.readouterr()
+        assert main(["plugins", "--kind", "regularizer"]) == 0
+        assert any(line.split()[1:4] == ["ScaffoldPenalty", "lmforge-scaffold-penalty", "0.1.0"]
+                   for line in capsys.readouterr().out.splitlines())
+    sys.modules.pop("lmforge_scaffold_penalty.scaffold_penalty", None)
+    sys.modules.pop("lmforge_scaffold_penalty", None)
+    registry(refresh=True)
 
     tests = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
     passed = _run(tests, site, package)
