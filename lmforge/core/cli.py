@@ -4,11 +4,17 @@
 `LanguageModel` and a DataModule (`TextData` by default); ``recipes``,
 ``plugins``, ``export`` and ``plot`` are lmforge's own and import only what
 they need.
+
+``--plugins A,B`` (anywhere on the command line, for any command) loads only
+the built-in plugins and the third-party ones named; ``--plugins ""`` loads
+the built-ins alone. It sets ``LMFORGE_DISABLE_PLUGIN_AUTOLOAD=1`` and
+``LMFORGE_PLUGINS`` before anything reads the registry.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
 import warnings
@@ -21,6 +27,11 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = apply_plugins_flag(argv)
+    except ValueError as exc:
+        print(f"lmforge: error: {exc}", file=sys.stderr)
+        return 2
     if argv and argv[0] in TOOLS:
         from lmforge.core import commands
 
@@ -36,11 +47,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; recipe names are now paths
-    cli = run_cli()
+    from lmforge.core.plugin_checks import PluginCompatibilityError
+
+    try:
+        cli = run_cli()
+    except PluginCompatibilityError as exc:  # a recipe error, found before any data is read: no traceback
+        print(f"lmforge: error: {exc}", file=sys.stderr)
+        return 2
     from lmforge.core.observe.wandb import finish_wandb
 
     finish_wandb(getattr(cli, "trainer", None))  # one command, one W&B run, complete on disk when we return
     return 0
+
+
+def apply_plugins_flag(argv: list[str]) -> list[str]:
+    """Take ``--plugins NAMES`` out of ``argv`` and restrict the registry to the built-ins and NAMES.
+
+    The registry loads before LightningCLI's parser is built (short names resolve only for imported
+    classes), so the flag is handled here rather than by the parser.
+    """
+    from lmforge.core.registry import ALLOW_ENV, AUTOLOAD_ENV, registry
+
+    out: list[str] = []
+    names: str | None = None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--plugins":
+            names = next(args, None)
+            if names is None:
+                raise ValueError("--plugins needs a value: comma-separated plugin names (\"\" for built-ins only).")
+        elif arg.startswith("--plugins="):
+            names = arg.split("=", 1)[1]
+        else:
+            out.append(arg)
+    if names is not None:
+        os.environ[AUTOLOAD_ENV] = "1"
+        os.environ[ALLOW_ENV] = names
+        registry(refresh=True)
+    return out
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:

@@ -44,23 +44,9 @@ def recipes(argv: list[str]) -> int:
 
 
 def plugins(argv: list[str]) -> int:
-    from lmforge.core.registry import GROUPS, registry
+    from lmforge.core.plugin_commands import main
 
-    parser = argparse.ArgumentParser(prog="lmforge plugins", description="List the registered plugins.")
-    parser.add_argument("--kind", choices=sorted(GROUPS), help="only this kind")
-    args = parser.parse_args(argv)
-    reg = registry()
-    rows = [(i.kind, i.name, f"{i.dist} {i.version}", i.summary) for i in reg.all() if args.kind in (None, i.kind)]
-    if rows:
-        widths = [max(len(r[c]) for r in rows) for c in range(3)]
-        for row in rows:
-            print("  ".join(f"{row[c]:<{widths[c]}}" for c in range(3)) + "  " + row[3])
-    broken = [b for b in reg.broken if args.kind in (None, b.kind)]
-    if broken:
-        print("\nBroken plugins (not loaded):")
-        for b in broken:
-            print(f"  {b.kind}  {b.name}  ({b.dist} {b.version}): {b.error}")
-    return 0
+    return main(argv)
 
 
 def export(argv: list[str]) -> int:

@@ -25,6 +25,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmforge.core.files import documents_dataset, resolve_files
+from lmforge.core.plugin_checks import hook_guard
 from lmforge.core.plugins import Augmenter, Plugin, overrides
 from lmforge.core.tokenizer import (
     TokenizerSpec,
@@ -334,11 +335,12 @@ class TextData(LightningDataModule):
             splits = ("train",) if isinstance(plugin, Augmenter) else plugin.splits
             if split not in splits:
                 continue
-            docs = docs.map(
-                _TextStage(plugin, self.seed, position), batched=True, with_indices=True,
-                new_fingerprint=_fingerprint(docs._fingerprint, plugin, self.seed, position),
-                desc=f"{type(plugin).__name__} ({split})",
-            )
+            with hook_guard(plugin, "process_text"):
+                docs = docs.map(
+                    _TextStage(plugin, self.seed, position), batched=True, with_indices=True,
+                    new_fingerprint=_fingerprint(docs._fingerprint, plugin, self.seed, position),
+                    desc=f"{type(plugin).__name__} ({split})",
+                )
             if len(docs) == 0:
                 raise ValueError(f"{type(plugin).__name__} left no {split} documents; check its settings.")
         return docs
@@ -348,7 +350,8 @@ class TextData(LightningDataModule):
         for plugin in plugins:
             if not overrides(plugin, "sample_weights"):
                 continue
-            w = plugin.sample_weights(docs)
+            with hook_guard(plugin, "sample_weights"):
+                w = plugin.sample_weights(docs)
             if w is None:
                 continue
             w = torch.as_tensor(w, dtype=torch.double)

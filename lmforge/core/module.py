@@ -28,6 +28,7 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
 
 from lmforge.core.backbone import Backbone, build_backbone, build_config, max_positions
+from lmforge.core.plugin_checks import check_plugins, describe, hook_guard, run_order
 from lmforge.core.plugins import (
     Augmenter,
     BiasMitigator,
@@ -37,6 +38,7 @@ from lmforge.core.plugins import (
     Regularizer,
     StepContext,
     overrides,
+    wants_hidden_states,
 )
 
 log = logging.getLogger(__name__)
@@ -107,18 +109,26 @@ class LanguageModel(LightningModule):
         self.generator: torch.Generator | None = None
         self.val_loss = MeanMetric()
         self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in objective.metric_names})
+        check_plugins(objective, self._recipe_keys())  # before any data is read: refuse what cannot work
         self._check_plugin_names()
 
     # -- plugins ---------------------------------------------------------------------------------
 
     def plugins(self) -> list[Plugin]:
-        """Every plugin except the objective, in recipe order by kind."""
+        """Every plugin except the objective, in recipe order by kind (as ``runs_after``/``runs_before`` allow)."""
         rest = [*self.regularizers, *self.augmenters, *self.bias_mitigators]
-        return rest + ([self.distiller] if self.distiller is not None else [])
+        return run_order(rest + ([self.distiller] if self.distiller is not None else []))
 
     def data_plugins(self) -> list[Plugin]:
-        """Data-stage plugins in pipeline order: bias mitigators (filters, CDA), then augmenters."""
-        return [*self.bias_mitigators, *self.augmenters]
+        """Data-stage plugins in pipeline order: bias mitigators (filters, CDA), then augmenters (as their
+        ``runs_after``/``runs_before`` allow)."""
+        return run_order([*self.bias_mitigators, *self.augmenters])
+
+    def _recipe_keys(self) -> list[tuple[str, Plugin]]:
+        """``(recipe key, plugin)`` for every plugin but the objective: ``("model.regularizers[0]", ...)``."""
+        keys = [(f"model.{attr}[{i}]", plugin) for attr in ("regularizers", "augmenters", "bias_mitigators")
+                for i, plugin in enumerate(getattr(self, attr))]
+        return keys + ([("model.distiller", self.distiller)] if self.distiller is not None else [])
 
     def _check_plugin_names(self) -> None:
         names = [self.objective.name, *(p.name for p in self.plugins())]
@@ -142,7 +152,8 @@ class LanguageModel(LightningModule):
             log.warning("model.backbone.trust_remote_code is on: code from %s will run.", self.backbone_spec.pretrained)
         self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
         for plugin in [self.objective, *self.plugins()]:
-            plugin.setup(self)
+            with hook_guard(plugin, "setup"):
+                plugin.setup(self)
         if self.device_mesh is not None:  # FSDP2 (ModelParallelStrategy): shard the blocks, replicate plugins
             from lmforge.core.sharding import broadcast_parameters, fully_shard_blocks, replicated_parameters
 
@@ -186,7 +197,7 @@ class LanguageModel(LightningModule):
     # -- steps -----------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, Tensor]) -> Any:
-        hidden = any(p.needs_hidden_states for p in self.plugins())
+        hidden = any(wants_hidden_states(p) for p in self.plugins())
         return self.backbone(**self.objective.model_inputs(batch), output_hidden_states=hidden)
 
     def _generator(self) -> torch.Generator:
@@ -204,14 +215,17 @@ class LanguageModel(LightningModule):
         batch = self.objective.prepare(batch, generator)
         for plugin in self.plugins():
             if overrides(plugin, "process_batch"):
-                batch = plugin.process_batch(batch, generator)
+                with hook_guard(plugin, "process_batch"):
+                    batch = plugin.process_batch(batch, generator)
         outputs = self(batch)
         result = self.objective.compute(outputs, batch)
         terms = {self.objective.name: result.loss * self._objective_weight()}
         ctx = StepContext(batch=batch, outputs=outputs, objective_loss=result.loss, model=self, forward=self)
         for plugin in self.plugins():
             if overrides(plugin, "loss"):
-                terms.update(_named_terms(plugin, plugin.loss(ctx)))
+                with hook_guard(plugin, "loss"):
+                    value = plugin.loss(ctx)
+                terms.update(_named_terms(plugin, value))
         total = torch.stack(list(terms.values())).sum()
         # One host sync per step (free on CPU; the progress bar syncs the loss anyway) buys detection at the
         # step it happens, before the optimizer writes NaN into the weights.
@@ -229,7 +243,9 @@ class LanguageModel(LightningModule):
 
     def _skip_or_stop(self, terms: dict[str, Tensor]) -> None:
         """Skip the batch (returning None skips backward and the optimizer step) or stop the run."""
-        bad = ", ".join(f"loss/{k} = {float(v)}" for k, v in terms.items() if not bool(torch.isfinite(v)))
+        owners = {p.name: p for p in [self.objective, *self.plugins()]}  # term "r_drop" or "name/key" -> plugin
+        bad = ", ".join(f"loss/{k} = {float(v.detach())} from {describe(owners[k.split('/')[0]])}"
+                        for k, v in terms.items() if not bool(torch.isfinite(v)))
         where = f"step {self.global_step}: the loss went non-finite ({bad})"
         self.nonfinite_skipped += 1
         if self.on_nonfinite_loss == "skip" and self.nonfinite_skipped <= self.max_nonfinite_skips:
@@ -381,7 +397,7 @@ def _named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> di
             shape = tuple(term.shape) if isinstance(term, Tensor) else type(term).__name__
             raise TypeError(
                 f"{type(plugin).__name__}.loss must return a scalar tensor (or a dict of them), got {shape} for "
-                f"loss/{name}. Reduce the term (e.g. .mean()) in the plugin."
+                f"loss/{name}. Reduce the term (e.g. .mean()) in the plugin {describe(plugin)}."
             )
     return terms
 

@@ -26,6 +26,17 @@ hook                   stage       called by / when
 ``loss``               loss        every training step, after the forward pass;
                                    returns the plugin's term(s) of the loss
 =====================  ==========  ===============================================
+
+An exception from any hook stops the run with an error that names the plugin,
+its recipe key and its distribution (`lmforge.core.plugin_checks`), keeping
+the exception's type.
+
+Metadata: class attributes a plugin declares and the host checks in
+``LanguageModel.__init__``, before any data is read (see `Plugin`):
+``supported_objectives``, ``requires``/``provides``, ``runs_after``/
+``runs_before`` and ``conflicts_with``. Where they name plugins or
+objectives, a name matches a class whose own name, or one of whose base
+classes' names, it is (``"CausalLM"`` matches CausalLM and its subclasses).
 """
 
 from __future__ import annotations
@@ -89,7 +100,8 @@ class Plugin(nn.Module):
     #: ``train`` whatever they declare.
     splits: ClassVar[tuple[str, ...]] = ("train",)
     #: Set to True when ``loss`` reads ``ctx.outputs.hidden_states``; the
-    #: forward pass only returns hidden states when a plugin asks for them.
+    #: forward pass only returns hidden states when a plugin asks for them
+    #: (``"hidden_states"`` in ``requires`` does the same).
     needs_hidden_states: ClassVar[bool] = False
     #: Loss stage: when not None, the objective's term of the training loss is
     #: multiplied by this weight (a distiller's weight of the hard loss). Several
@@ -97,6 +109,29 @@ class Plugin(nn.Module):
     #: the logged terms add up to ``loss/total``; ``ctx.objective_loss`` and
     #: ``metric/perplexity`` stay unweighted.
     objective_weight: float | None = None
+    #: The objectives the plugin works with, as objective class names
+    #: (``"CausalLM"``) or objective tasks (``"causal_lm"``, ``"masked_lm"``,
+    #: ``"sequence_classification"``, ``"token_classification"``; see
+    #: `Objective.task`). None: every objective. A recipe that pairs the plugin
+    #: with another objective is refused before training.
+    supported_objectives: ClassVar[tuple[str, ...] | None] = None
+    #: What the plugin needs from the run, checked against the recipe before
+    #: training: ``"hidden_states"`` (always available: the forward pass then
+    #: returns them), ``"teacher"`` (a distiller in the recipe),
+    #: ``"labels"`` (an objective that trains on labeled examples,
+    #: ``Objective.layout == "padded"``), or a name another plugin ``provides``.
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: What the plugin makes available to other plugins (names in their ``requires``).
+    provides: ClassVar[frozenset[str]] = frozenset()
+    #: Plugins (by class name) that must run before this one at every stage
+    #: where both run (``process_text``, ``process_batch``, ``loss``). The host
+    #: keeps recipe order and moves a plugin only as far as these demand; a
+    #: cycle is refused naming the plugins. Names not in the recipe are ignored.
+    runs_after: ClassVar[tuple[str, ...]] = ()
+    #: Plugins (by class name) that must run after this one; see ``runs_after``.
+    runs_before: ClassVar[tuple[str, ...]] = ()
+    #: Plugins (by class name) this one cannot be combined with in one recipe.
+    conflicts_with: ClassVar[tuple[str, ...]] = ()
 
     @property
     def name(self) -> str:
@@ -194,6 +229,12 @@ class Objective(Plugin):
     """
 
     kind: ClassVar[str] = "objective"
+    #: What the objective trains the model to do, matched by plugins'
+    #: ``supported_objectives``. None derives it from ``auto_model``:
+    #: ``AutoModelForCausalLM`` -> ``causal_lm``, ``AutoModelForMaskedLM`` ->
+    #: ``masked_lm``, ``AutoModelForSequenceClassification`` ->
+    #: ``sequence_classification`` (see `objective_task`).
+    task: ClassVar[str | None] = None
     auto_model: ClassVar[str] = "AutoModelForCausalLM"
     tokenizer_algorithm: ClassVar[str] = "bpe"
     layout: ClassVar[Literal["packed", "padded"]] = "packed"
@@ -273,6 +314,7 @@ class Distiller(Plugin):
     ``objective_weight``."""
 
     kind: ClassVar[str] = "distiller"
+    provides: ClassVar[frozenset[str]] = frozenset({"teacher"})
 
 
 KIND_BASES: dict[str, type[Plugin]] = {
@@ -288,3 +330,22 @@ def overrides(plugin: Plugin, hook: str) -> bool:
     """Whether ``plugin`` implements ``hook`` rather than inheriting the no-op."""
     return getattr(type(plugin), hook) is not getattr(Plugin, hook)
 
+
+
+def objective_task(objective: Objective | type[Objective]) -> str:
+    """The objective's ``task``, or its ``auto_model`` without ``AutoModelFor`` in snake case."""
+    cls = objective if isinstance(objective, type) else type(objective)
+    if cls.task:
+        return cls.task
+    return snake_case(cls.auto_model.removeprefix("AutoModelFor").removeprefix("AutoModel") or "base")
+
+
+def class_names(plugin: Plugin | type[Plugin]) -> list[str]:
+    """The names a plugin answers to in metadata: its class's and its base classes', up to ``Plugin``."""
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    return [c.__name__ for c in cls.__mro__ if isinstance(c, type) and issubclass(c, Plugin) and c is not Plugin]
+
+
+def wants_hidden_states(plugin: Plugin) -> bool:
+    """Whether the forward pass must return hidden states for ``plugin``."""
+    return plugin.needs_hidden_states or "hidden_states" in plugin.requires

@@ -6,15 +6,26 @@ same groups third-party packages use, so the core never imports
 class, which is what lets jsonargparse resolve a short name such as
 ``L2Penalty`` in a recipe.
 
-A plugin is validated when it registers (as pluggy does): its entry point
-must load, be a subclass of its kind's base class and be named after the
-class; a name claimed by two distributions is refused (a built-in keeps its
-name). A plugin that fails is recorded as broken, with its distribution and
-the error, and everything else keeps working.
+A plugin is validated when it registers (as pluggy does): its distribution
+must support this lmforge version, its entry point must load, be a subclass
+of its kind's base class, be named after the class and declare well-formed
+metadata (`lmforge.core.plugin_checks.metadata_problems`); a name claimed by
+two distributions is refused (a built-in keeps its name). A plugin that fails
+is recorded as broken, with its distribution and the error, and everything
+else keeps working; a recipe that names a broken plugin fails at parse time
+with that error.
+
+Versions: a plugin package states the lmforge versions it supports in its own
+requirements (``dependencies = ["lmforge>=0.1,<0.2"]`` in its pyproject.toml,
+``Requires-Dist`` in its metadata). When the installed lmforge falls outside
+that range the package's plugins are not imported and are listed as broken,
+naming both versions: its hooks were written against another contract, and
+failing at parse time is cheaper than failing mid-run.
 
 ``LMFORGE_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the built-ins plus the
 third-party plugins named in ``LMFORGE_PLUGINS`` (comma-separated), like
-pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
+pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``; ``lmforge --plugins A,B ...``
+sets both.
 """
 
 from __future__ import annotations
@@ -75,11 +86,28 @@ class Registry:
     def all(self) -> list[PluginInfo]:
         return [info for kind in GROUPS for info in sorted(self.plugins[kind].values(), key=lambda i: i.name)]
 
+    def info_for(self, cls: type) -> PluginInfo | None:
+        """The registered plugin whose class is ``cls``; None for a class no entry point names."""
+        for kind in GROUPS:
+            for info in self.plugins[kind].values():
+                if info.cls is cls:
+                    return info
+        return None
+
+    def find(self, name: str) -> list[PluginInfo]:
+        """Every registered plugin called ``name``, of any kind."""
+        return [self.plugins[kind][name] for kind in GROUPS if name in self.plugins[kind]]
+
 
 def unknown_plugin_message(kind: str, name: str, registry: Registry) -> str:
+    label = kind.replace("_", " ")
+    for bad in registry.broken:
+        if bad.kind == kind and bad.name == name:
+            return (f"{label} {name!r} from {bad.dist} {bad.version} is installed but broken: {bad.error}. "
+                    f"Fix or uninstall {bad.dist} (`lmforge plugins` lists broken plugins).")
     installed = ", ".join(registry.names(kind)) or "none"
     broken = [b.name for b in registry.broken if b.kind == kind]
-    text = f"unknown {kind.replace('_', ' ')} {name!r}. Installed {kind.replace('_', ' ')}s: {installed}."
+    text = f"unknown {label} {name!r}. Installed {label}s: {installed}."
     if broken:
         text += f" Broken (see `lmforge plugins`): {', '.join(broken)}."
     return text
@@ -97,6 +125,7 @@ def _allowed(dist: str) -> bool:
 
 
 def _validate(kind: str, ep: metadata.EntryPoint, obj: object) -> str | None:
+    from lmforge.core.plugin_checks import metadata_problems
     from lmforge.core.plugins import KIND_BASES
 
     base = KIND_BASES[kind]
@@ -104,6 +133,36 @@ def _validate(kind: str, ep: metadata.EntryPoint, obj: object) -> str | None:
         return f"entry point {ep.value!r} is not a subclass of lmforge.core.plugins.{base.__name__}"
     if obj.__name__ != ep.name:
         return f"entry point name {ep.name!r} must equal the class name {obj.__name__!r}"
+    problems = metadata_problems(obj)
+    if problems:
+        return "metadata: " + "; ".join(problems)
+    return None
+
+
+def version_problem(dist: metadata.Distribution | None) -> str | None:
+    """Why ``dist`` cannot be used with the installed lmforge (its ``lmforge`` requirement excludes it), or None."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    from lmforge import __version__
+
+    if dist is None:
+        return None
+    for text in dist.requires or []:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) != BUILTIN_DIST:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue  # an optional extra's requirement
+        if not requirement.specifier.contains(__version__, prereleases=True):
+            name = dist.metadata["Name"]
+            # As the package wrote it (a SpecifierSet prints its parts in its own order).
+            spec = text.split(";", 1)[0].strip()[len(requirement.name):].strip(" ()").replace(" ", "")
+            return (f"requires lmforge{spec} but lmforge {__version__} is installed. Install a release of {name} "
+                    f"that supports lmforge {__version__} (`pip install -U {name}`), or lmforge{spec}")
     return None
 
 
@@ -112,6 +171,7 @@ def discover() -> Registry:
     allow = {n.strip() for n in os.environ.get(ALLOW_ENV, "").split(",") if n.strip()}
     plugins: dict[str, dict[str, PluginInfo]] = {kind: {} for kind in GROUPS}
     broken: list[PluginInfo] = []
+    versions: dict[str, str | None] = {}  # distribution -> why it does not fit this lmforge
     for kind, group in GROUPS.items():
         claims: dict[str, list[PluginInfo]] = {}
         seen: set[tuple[str, str]] = set()
@@ -122,6 +182,12 @@ def discover() -> Registry:
             seen.add((dist, ep.name))
             if not _allowed(dist) and ep.name not in allow:
                 continue
+            if dist != BUILTIN_DIST:
+                if dist not in versions:
+                    versions[dist] = version_problem(ep.dist)
+                if versions[dist]:
+                    broken.append(PluginInfo(kind, ep.name, dist, version, error=versions[dist]))
+                    continue
             try:
                 obj = ep.load()
             except Exception as exc:  # a third-party import can fail in any way

@@ -202,3 +202,117 @@ def test_unknown_name_lists_installed_plugins_of_that_kind(install: Callable[...
     assert "CausalLM" not in message  # other kinds are not listed
     with pytest.raises(KeyError, match="CausalLM, MaskedLM"):
         reg.get("objective", "Causal")
+
+
+def _write_requirement(root: Path, name: str, version: str, requirement: str) -> None:
+    metadata_file = root / f"{name}-{version}.dist-info" / "METADATA"
+    metadata_file.write_text(metadata_file.read_text() + f"Requires-Dist: {requirement}\n")
+
+
+@pytest.mark.parametrize(("requirement", "refused"), [
+    ("lmforge>=0.1,<0.2", None),
+    ("lmforge", None),
+    ("LMForge>=0.2", ">=0.2"),
+    ("lmforge<0.1", "<0.1"),
+    ('lmforge>=9; extra == "dev"', None),  # an optional extra's requirement does not count
+    ("torch>=1.0", None),
+])
+def test_a_distribution_for_another_lmforge_version_is_broken_naming_both_versions(
+        install: Callable[..., None], tmp_path: Path, requirement: str, refused: str | None) -> None:
+    install("fakeplug", "1.2.3", """
+        [lmforge.regularizers]
+        FakeL3Penalty = fakeplug_mod:FakeL3Penalty
+        """, fakeplug_mod=PLUGIN_MODULE)
+    _write_requirement(tmp_path, "fakeplug", "1.2.3", requirement)
+    sys.modules.pop("fakeplug_mod", None)
+    reg = registry(refresh=True)
+    assert ("FakeL3Penalty" in reg.names("regularizer")) is (refused is None)
+    if refused is not None:
+        [bad] = _broken("FakeL3Penalty")
+        assert bad.error == (f"requires lmforge{refused} but lmforge 0.1.0 is installed. Install a release of "
+                             f"fakeplug that supports lmforge 0.1.0 (`pip install -U fakeplug`), or "
+                             f"lmforge{refused}")
+        assert "fakeplug_mod" not in sys.modules  # not even imported
+
+
+def test_malformed_metadata_makes_a_plugin_broken(install: Callable[..., None]) -> None:
+    install("fakeplug", "1.2.3", """
+        [lmforge.regularizers]
+        Sloppy = fakeplug_sloppy:Sloppy
+        """, fakeplug_sloppy='from lmforge.core.plugins import Regularizer\n\n\nclass Sloppy(Regularizer):\n'
+                             '    supported_objectives = "CausalLM"\n')
+    reg = registry(refresh=True)
+    [bad] = _broken("Sloppy")
+    assert bad.error == ("metadata: supported_objectives must be None or a tuple of objective names or tasks, got "
+                         "'CausalLM'; write ('CausalLM',)")
+    assert "Sloppy" not in reg.names("regularizer")
+
+
+def test_a_recipe_naming_a_broken_plugin_gets_its_error(install: Callable[..., None]) -> None:
+    from lmforge.core.registry import unknown_plugin_message
+
+    install("fakeplug", "1.2.3", """
+        [lmforge.regularizers]
+        Missing = fakeplug_boom:Whatever
+        """, fakeplug_boom='raise ImportError("no compiled extension here")\n')
+    reg = registry(refresh=True)
+    assert unknown_plugin_message("regularizer", "Missing", reg) == (
+        "regularizer 'Missing' from fakeplug 1.2.3 is installed but broken: import failed: ImportError: no compiled "
+        "extension here. Fix or uninstall fakeplug (`lmforge plugins` lists broken plugins).")
+
+
+def test_info_for_and_find_look_plugins_up_by_class_and_name(install: Callable[..., None]) -> None:
+    install("fakeplug", "1.2.3", """
+        [lmforge.regularizers]
+        FakeL3Penalty = fakeplug_mod:FakeL3Penalty
+        """, fakeplug_mod=PLUGIN_MODULE)
+    reg = registry(refresh=True)
+    info = reg.get("regularizer", "FakeL3Penalty")
+    assert reg.info_for(info.cls) is info and reg.info_for(int) is None
+    assert reg.find("FakeL3Penalty") == [info] and reg.find("Nope") == []
+
+
+@pytest.mark.parametrize("flag", [["--plugins", "FakeL3Penalty"], ["--plugins=FakeL3Penalty"]])
+def test_the_plugins_flag_loads_only_the_named_third_party_plugins(
+        install: Callable[..., None], capsys: pytest.CaptureFixture[str], flag: list[str]) -> None:
+    from lmforge.core.cli import main
+
+    install("fakeplug", "1.2.3", """
+        [lmforge.regularizers]
+        FakeL3Penalty = fakeplug_mod:FakeL3Penalty
+        [lmforge.augmenters]
+        FakeAugmenter = fakeplug_aug:FakeAugmenter
+        """, fakeplug_mod=PLUGIN_MODULE,
+        fakeplug_aug='from lmforge.core.plugins import Augmenter\n\n\n'
+                     'class FakeAugmenter(Augmenter):\n    """Fake."""\n')
+    mp: pytest.MonkeyPatch = install.monkeypatch  # type: ignore[attr-defined]
+    mp.setenv(AUTOLOAD_ENV, "0")  # main() sets both variables; the fixture restores them
+    mp.setenv(ALLOW_ENV, "")
+    assert main(["plugins", *flag]) == 0  # the flag may come anywhere on the command line
+    out = capsys.readouterr().out
+    assert "FakeL3Penalty" in out and "fakeplug 1.2.3" in out and "FakeAugmenter" not in out
+    assert "RDrop" in out  # built-ins always load
+
+    assert main(["--plugins", "", "plugins"]) == 0
+    assert "fakeplug" not in capsys.readouterr().out
+    assert main(["--plugins"]) == 2
+    assert "--plugins needs a value" in capsys.readouterr().err
+
+
+def test_a_recipe_naming_a_plugin_for_another_lmforge_fails_at_parse_time(
+        install: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from lmforge.core.cli import main
+
+    install("fakeplug", "1.2.3", """
+        [lmforge.regularizers]
+        FakeL3Penalty = fakeplug_mod:FakeL3Penalty
+        """, fakeplug_mod=PLUGIN_MODULE)
+    _write_requirement(tmp_path, "fakeplug", "1.2.3", "lmforge>=0.2,<0.3")
+    registry(refresh=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lmforge"])
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "quickstart", "--model.regularizers+=FakeL3Penalty", "--trainer.logger", "false"])
+    assert ("model.regularizers: regularizer 'FakeL3Penalty' from fakeplug 1.2.3 is installed but broken: requires "
+            "lmforge>=0.2,<0.3 but lmforge 0.1.0 is installed.") in capsys.readouterr().err
