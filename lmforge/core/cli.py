@@ -3,6 +3,9 @@
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands over
 `LanguageModel` and a DataModule (`TextData` by default); ``recipes``,
 ``plugins`` and ``export`` are lmforge's own and import only what they need.
+Further commands come from the ``lmforge.commands`` entry-point group: the
+entry point's name is the command (``bias-eval``) and its object a function
+``(argv: list[str]) -> int``; the core never imports their modules by name.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 TOOLS = ("recipes", "plugins", "export")
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS_GROUP = "lmforge.commands"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lmforge.core import commands
 
         return getattr(commands, argv[0])(argv[1:])
+    if argv and argv[0] not in LIGHTNING_SUBCOMMANDS and not argv[0].startswith("-"):
+        command = find_command(argv[0])
+        if command is not None:
+            return command(argv[1:])
     if argv and argv[0] in ("-V", "--version"):
         from lmforge import __version__
 
@@ -36,6 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; recipe names are now paths
     run_cli()
     return 0
+
+
+def find_command(name: str) -> Callable[[list[str]], int] | None:
+    """The ``lmforge.commands`` entry point called ``name``, loaded; None if there is none."""
+    from importlib import metadata
+
+    for entry_point in metadata.entry_points(group=COMMANDS_GROUP):
+        if entry_point.name == name:
+            return entry_point.load()
+    return None
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:
