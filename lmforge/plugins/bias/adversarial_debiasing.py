@@ -1,0 +1,205 @@
+"""Adversarial debiasing (Zhang et al. 2018, "Mitigating Unwanted Biases with
+Adversarial Learning"; Elazar & Goldberg 2018, "Adversarial Removal of
+Demographic Attributes from Text Data") with a gradient-reversal layer
+(Ganin & Lempitsky 2015).
+
+An adversary head reads the pooled hidden states of each example and predicts
+its protected attribute. Its cross-entropy is added to the loss through a
+gradient-reversal layer: identity forward, gradient times -lambda backward.
+So one backward pass trains the adversary to predict the attribute (its
+parameters descend the cross-entropy) while the encoder ascends it, learning
+to hide the attribute.
+
+The attribute of an example is either a batch column (``label_key``, an
+integer group id, negative = unknown) or, for packed language-model blocks
+that have no label, the group whose attribute words occur in the block's
+tokens; blocks with no attribute word or with words of several groups are
+left out of the adversary's loss. Attribute-word positions are left out of
+the pooling (``exclude_attribute_tokens``), so the adversary must find the
+attribute in the context rather than read the word itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmforge.core.plugins import BiasMitigator, StepContext
+from lmforge.plugins.bias.wordlists import GENDER_TERMS, read_attribute_terms
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from lmforge.core.module import LanguageModel
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: float) -> Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.weight * grad, None
+
+
+def gradient_reversal(x: Tensor, weight: float) -> Tensor:
+    """Identity in the forward pass; multiplies the gradient by ``-weight`` in the backward pass."""
+    return _GradientReversal.apply(x, weight)
+
+
+def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``hidden`` (B, T, H) over the positions where ``mask`` (B, T) is True -> (B, H)."""
+    mask = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def attribute_from_tokens(input_ids: Tensor, token_group: Tensor, n_groups: int, valid: Tensor) -> Tensor:
+    """The group of each row: the one group whose attribute tokens occur in it, else -1.
+
+    Args:
+        input_ids: (B, T) token ids.
+        token_group: (V,) group index of each token id, -1 for other tokens.
+        n_groups: Number of groups.
+        valid: (B, T) True at real (non-padding) positions.
+    """
+    groups = token_group[input_ids].masked_fill(~valid, -1)  # (B, T)
+    present = torch.stack([(groups == g).any(1) for g in range(n_groups)], dim=1)  # (B, K)
+    single = present.sum(1) == 1
+    return torch.where(single, present.float().argmax(1), torch.full_like(single, -1, dtype=torch.long))
+
+
+def token_groups(tokenizer: PreTrainedTokenizerBase, rows: tuple[tuple[str, ...], ...]) -> tuple[Tensor, int]:
+    """(V,) group of each token id that spells a whole attribute word (-1 elsewhere), and how many words have one.
+
+    Each word is tried as written, capitalized and upper-cased, with and without a leading space (byte-level
+    BPE marks word starts); only forms that are a single token count. A token claimed by two groups is dropped.
+    """
+    table = torch.full((len(tokenizer),), -1, dtype=torch.long)
+    claimed: dict[int, int] = {}
+    covered = 0
+    for row in rows:
+        for group, word in enumerate(row):
+            found = False
+            for form in {word, word.capitalize(), word.upper()}:
+                for text in (form, " " + form):
+                    ids = tokenizer.encode(text, add_special_tokens=False)
+                    if len(ids) == 1:
+                        found = True
+                        claimed[ids[0]] = group if claimed.get(ids[0], group) == group else -2
+            covered += found
+    for token, group in claimed.items():
+        table[token] = max(group, -1)
+    return table, covered
+
+
+class AdversarialDebiasing(BiasMitigator):
+    """An adversary predicts the protected attribute from pooled hidden states; gradient reversal hides it.
+
+    Args:
+        reversal_weight: lambda: the encoder receives -lambda times the
+            adversary's gradient.
+        adversary_hidden: Width of the adversary's hidden layer; 0 makes it
+            linear.
+        attribute_terms: Attribute lists (tab-separated, one column per group)
+            from which the attribute of a block is found.
+        groups: Names of the attribute lists' columns (default: the file's
+            ``# groups:`` line).
+        label_key: A batch column with the attribute as an integer group id
+            (negative = unknown); when set, it is used instead of the words.
+        num_groups: Number of attribute values when ``label_key`` is set.
+        layer: Which hidden state to pool (-1 = the last layer).
+        exclude_attribute_tokens: Leave attribute-word positions out of the
+            pooling.
+    """
+
+    needs_hidden_states = True
+
+    def __init__(self, reversal_weight: float = 1.0, adversary_hidden: int = 128,
+                 attribute_terms: list[str] | None = None, groups: list[str] | None = None,
+                 label_key: str | None = None, num_groups: int | None = None, layer: int = -1,
+                 exclude_attribute_tokens: bool = True) -> None:
+        super().__init__()
+        if reversal_weight < 0:
+            raise ValueError(f"AdversarialDebiasing: reversal_weight must be >= 0, got {reversal_weight}.")
+        if adversary_hidden < 0:
+            raise ValueError(f"AdversarialDebiasing: adversary_hidden must be >= 0, got {adversary_hidden}.")
+        if label_key is not None and (num_groups is None or num_groups < 2):
+            raise ValueError(
+                f"AdversarialDebiasing: with label_key={label_key!r}, num_groups must be the number of attribute "
+                f"values (at least 2), got {num_groups}."
+            )
+        self.reversal_weight = reversal_weight
+        self.adversary_hidden = adversary_hidden
+        self.label_key = label_key
+        self.layer = layer
+        self.exclude_attribute_tokens = exclude_attribute_tokens
+        self.terms = read_attribute_terms(attribute_terms or [GENDER_TERMS], "AdversarialDebiasing.attribute_terms",
+                                          groups)
+        self.num_groups = num_groups if label_key is not None else len(self.terms.groups)
+        self.adversary: nn.Module | None = None
+        self.register_buffer("token_group", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def setup(self, model: LanguageModel) -> None:
+        config = model.backbone.config
+        width = getattr(config, "hidden_size", None) or model.backbone.get_input_embeddings().embedding_dim
+        if self.adversary_hidden:
+            self.adversary = nn.Sequential(nn.Linear(width, self.adversary_hidden), nn.ReLU(),
+                                           nn.Linear(self.adversary_hidden, self.num_groups))
+        else:
+            self.adversary = nn.Linear(width, self.num_groups)
+        device = next(model.backbone.parameters()).device
+        self.adversary.to(device)
+        table, covered = token_groups(model.tokenizer, self.terms.rows)
+        self.token_group = table.to(device)
+        n_words = sum(len(row) for row in self.terms.rows)
+        if covered == 0 and self.label_key is None:
+            raise ValueError(
+                "AdversarialDebiasing: no attribute word of "
+                f"{', '.join(map(str, self.terms.paths))} is a single token of this tokenizer; "
+                "use a larger vocabulary (data.tokenizer.train.vocab_size) or set label_key."
+            )
+        log.info("AdversarialDebiasing: %d of %d attribute words are single tokens", covered, n_words)
+
+    def attribute(self, batch: dict[str, Tensor], ids: Tensor, valid: Tensor) -> Tensor:
+        """(B,) attribute of each example, -1 where unknown."""
+        if self.label_key is None:
+            return attribute_from_tokens(ids, self.token_group, self.num_groups, valid)
+        if self.label_key not in batch:
+            raise KeyError(
+                f"AdversarialDebiasing: label_key={self.label_key!r} is not in the batch, whose keys are "
+                f"{sorted(batch)}. Set label_key to the attribute column of a labeled dataset, or null to find "
+                "the attribute from its words."
+            )
+        labels = batch[self.label_key].long()
+        return labels.masked_fill(labels < 0, -1)
+
+    def loss(self, ctx: StepContext) -> Tensor:
+        batch = ctx.batch
+        ids = batch["input_ids"]
+        if "labels" in batch and batch["labels"].shape == ids.shape:
+            # MLM replaced some inputs by [MASK]; their labels hold the original tokens.
+            ids = torch.where(batch["labels"] != IGNORE_INDEX, batch["labels"], ids)
+        valid = batch["attention_mask"].bool() if "attention_mask" in batch else torch.ones_like(ids, dtype=torch.bool)
+        target = self.attribute(batch, ids, valid)
+        pool_mask = valid & (self.token_group[ids] < 0) if self.exclude_attribute_tokens else valid
+        hidden = ctx.outputs.hidden_states[self.layer]  # (B, T, H)
+        pooled = mean_pool(hidden, pool_mask).float()  # (B, H)
+        logits = self.adversary(gradient_reversal(pooled, self.reversal_weight))  # (B, K)
+        known = target >= 0
+        if not bool(known.any()):  # no example with a single attribute: a zero that keeps the graph
+            return logits.sum() * 0.0
+        loss = F.cross_entropy(logits[known], target[known])
+        accuracy = (logits[known].argmax(-1) == target[known]).float().mean()
+        n = int(known.sum())
+        ctx.model.log("loss/adversary", loss.detach(), batch_size=n)
+        ctx.model.log("metric/adversary_accuracy", accuracy, batch_size=n)
+        return loss
