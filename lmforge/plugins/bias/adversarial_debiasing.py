@@ -10,13 +10,15 @@ So one backward pass trains the adversary to predict the attribute (its
 parameters descend the cross-entropy) while the encoder ascends it, learning
 to hide the attribute.
 
-The attribute of an example is either a batch column (``label_key``, an
-integer group id, negative = unknown) or, for packed language-model blocks
-that have no label, the group whose attribute words occur in the block's
-tokens; blocks with no attribute word or with words of several groups are
-left out of the adversary's loss. Attribute-word positions are left out of
-the pooling (``exclude_attribute_tokens``), so the adversary must find the
-attribute in the context rather than read the word itself.
+An example is either a row with a label in a batch column (``label_key``,
+an integer group id, negative = unknown) or, in packed language-model blocks
+that have no label, each document of a block (documents end at the
+tokenizer's EOS token): its attribute is the group whose attribute words
+occur in its tokens, and documents with no attribute word or with words of
+several groups are left out of the adversary's loss. Attribute-word
+positions are left out of the pooling (``exclude_attribute_tokens``), so
+the adversary must find the attribute in the context rather than read the
+word itself.
 """
 
 from __future__ import annotations
@@ -56,25 +58,43 @@ def gradient_reversal(x: Tensor, weight: float) -> Tensor:
     return _GradientReversal.apply(x, weight)
 
 
-def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``hidden`` (B, T, H) over the positions where ``mask`` (B, T) is True -> (B, H)."""
-    mask = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+def document_segments(input_ids: Tensor, boundary_id: int | None) -> Tensor:
+    """(B, T) index of the document each position belongs to within its row; a boundary token (EOS) closes
+    its document. Without a boundary token every row is one document."""
+    if boundary_id is None:
+        return torch.zeros_like(input_ids)
+    ends = (input_ids == boundary_id).long()
+    return torch.cumsum(ends, dim=1) - ends
 
 
-def attribute_from_tokens(input_ids: Tensor, token_group: Tensor, n_groups: int, valid: Tensor) -> Tensor:
-    """The group of each row: the one group whose attribute tokens occur in it, else -1.
+def segment_mean(hidden: Tensor, segments: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean of ``hidden`` (B, T, H) per (row, segment) over the positions where ``mask`` is True.
+
+    Returns:
+        (B, T, H) means (slot s of a row holds its segment s) and (B, T) position counts.
+    """
+    H = hidden.shape[-1]
+    weight = mask.to(hidden.dtype)  # (B, T)
+    sums = torch.zeros_like(hidden).scatter_add(1, segments.unsqueeze(-1).expand(-1, -1, H), hidden * weight[..., None])
+    counts = torch.zeros_like(weight).scatter_add(1, segments, weight)  # (B, T)
+    return sums / counts.clamp(min=1.0)[..., None], counts
+
+
+def segment_attributes(input_ids: Tensor, segments: Tensor, token_group: Tensor, n_groups: int, valid: Tensor) -> Tensor:
+    """(B, T) group of each (row, segment): the one group whose attribute tokens occur in it, else -1.
 
     Args:
         input_ids: (B, T) token ids.
+        segments: (B, T) segment index of each position (``document_segments``).
         token_group: (V,) group index of each token id, -1 for other tokens.
         n_groups: Number of groups.
         valid: (B, T) True at real (non-padding) positions.
     """
     groups = token_group[input_ids].masked_fill(~valid, -1)  # (B, T)
-    present = torch.stack([(groups == g).any(1) for g in range(n_groups)], dim=1)  # (B, K)
-    single = present.sum(1) == 1
-    return torch.where(single, present.float().argmax(1), torch.full_like(single, -1, dtype=torch.long))
+    hits = F.one_hot(groups.clamp(min=0), n_groups) * (groups >= 0)[..., None]  # (B, T, K)
+    present = torch.zeros_like(hits).scatter_add(1, segments.unsqueeze(-1).expand(-1, -1, n_groups), hits) > 0
+    single = present.sum(-1) == 1  # (B, T)
+    return torch.where(single, present.long().argmax(-1), torch.full_like(segments, -1))
 
 
 def token_groups(tokenizer: PreTrainedTokenizerBase, rows: tuple[tuple[str, ...], ...]) -> tuple[Tensor, int]:
@@ -119,6 +139,9 @@ class AdversarialDebiasing(BiasMitigator):
         layer: Which hidden state to pool (-1 = the last layer).
         exclude_attribute_tokens: Leave attribute-word positions out of the
             pooling.
+        warmup_steps: Raise lambda linearly from 0 over this many training
+            steps, so that the language model and the adversary learn before
+            the encoder is pushed (as Ganin et al. 2016 ramp it up).
     """
 
     needs_hidden_states = True
@@ -126,7 +149,7 @@ class AdversarialDebiasing(BiasMitigator):
     def __init__(self, reversal_weight: float = 1.0, adversary_hidden: int = 128,
                  attribute_terms: list[str] | None = None, groups: list[str] | None = None,
                  label_key: str | None = None, num_groups: int | None = None, layer: int = -1,
-                 exclude_attribute_tokens: bool = True) -> None:
+                 exclude_attribute_tokens: bool = True, warmup_steps: int = 0) -> None:
         super().__init__()
         if reversal_weight < 0:
             raise ValueError(f"AdversarialDebiasing: reversal_weight must be >= 0, got {reversal_weight}.")
@@ -137,7 +160,10 @@ class AdversarialDebiasing(BiasMitigator):
                 f"AdversarialDebiasing: with label_key={label_key!r}, num_groups must be the number of attribute "
                 f"values (at least 2), got {num_groups}."
             )
+        if warmup_steps < 0:
+            raise ValueError(f"AdversarialDebiasing: warmup_steps must be >= 0, got {warmup_steps}.")
         self.reversal_weight = reversal_weight
+        self.warmup_steps = warmup_steps
         self.adversary_hidden = adversary_hidden
         self.label_key = label_key
         self.layer = layer
@@ -146,6 +172,7 @@ class AdversarialDebiasing(BiasMitigator):
                                           groups)
         self.num_groups = num_groups if label_key is not None else len(self.terms.groups)
         self.adversary: nn.Module | None = None
+        self.boundary_id: int | None = None
         self.register_buffer("token_group", torch.zeros(0, dtype=torch.long), persistent=False)
 
     def setup(self, model: LanguageModel) -> None:
@@ -158,6 +185,7 @@ class AdversarialDebiasing(BiasMitigator):
             self.adversary = nn.Linear(width, self.num_groups)
         device = next(model.backbone.parameters()).device
         self.adversary.to(device)
+        self.boundary_id = model.tokenizer.eos_token_id
         table, covered = token_groups(model.tokenizer, self.terms.rows)
         self.token_group = table.to(device)
         n_words = sum(len(row) for row in self.terms.rows)
@@ -169,18 +197,30 @@ class AdversarialDebiasing(BiasMitigator):
             )
         log.info("AdversarialDebiasing: %d of %d attribute words are single tokens", covered, n_words)
 
-    def attribute(self, batch: dict[str, Tensor], ids: Tensor, valid: Tensor) -> Tensor:
-        """(B,) attribute of each example, -1 where unknown."""
+    def current_weight(self, step: int) -> float:
+        """lambda at training step ``step`` (after the warm-up: ``reversal_weight``)."""
+        if self.warmup_steps == 0:
+            return self.reversal_weight
+        return self.reversal_weight * min(1.0, step / self.warmup_steps)
+
+    def examples(self, batch: dict[str, Tensor], ids: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T) segment of each position and (B, T) attribute of each (row, segment) slot, -1 where unknown.
+
+        With ``label_key`` each row is one example labeled by its column; otherwise each document of a row.
+        """
         if self.label_key is None:
-            return attribute_from_tokens(ids, self.token_group, self.num_groups, valid)
+            segments = document_segments(ids, self.boundary_id)
+            return segments, segment_attributes(ids, segments, self.token_group, self.num_groups, valid)
         if self.label_key not in batch:
             raise KeyError(
                 f"AdversarialDebiasing: label_key={self.label_key!r} is not in the batch, whose keys are "
                 f"{sorted(batch)}. Set label_key to the attribute column of a labeled dataset, or null to find "
                 "the attribute from its words."
             )
-        labels = batch[self.label_key].long()
-        return labels.masked_fill(labels < 0, -1)
+        labels = batch[self.label_key].long().reshape(-1)  # (B,)
+        target = torch.full_like(ids, -1)
+        target[:, 0] = labels.masked_fill(labels < 0, -1)
+        return torch.zeros_like(ids), target
 
     def loss(self, ctx: StepContext) -> Tensor:
         batch = ctx.batch
@@ -189,16 +229,17 @@ class AdversarialDebiasing(BiasMitigator):
             # MLM replaced some inputs by [MASK]; their labels hold the original tokens.
             ids = torch.where(batch["labels"] != IGNORE_INDEX, batch["labels"], ids)
         valid = batch["attention_mask"].bool() if "attention_mask" in batch else torch.ones_like(ids, dtype=torch.bool)
-        target = self.attribute(batch, ids, valid)
+        segments, target = self.examples(batch, ids, valid)  # (B, T), (B, T)
         pool_mask = valid & (self.token_group[ids] < 0) if self.exclude_attribute_tokens else valid
-        hidden = ctx.outputs.hidden_states[self.layer]  # (B, T, H)
-        pooled = mean_pool(hidden, pool_mask).float()  # (B, H)
-        logits = self.adversary(gradient_reversal(pooled, self.reversal_weight))  # (B, K)
-        known = target >= 0
+        hidden = ctx.outputs.hidden_states[self.layer].float()  # (B, T, H)
+        pooled, counts = segment_mean(hidden, segments, pool_mask)  # (B, T, H), (B, T)
+        known = (target >= 0) & (counts > 0)
         if not bool(known.any()):  # no example with a single attribute: a zero that keeps the graph
-            return logits.sum() * 0.0
-        loss = F.cross_entropy(logits[known], target[known])
-        accuracy = (logits[known].argmax(-1) == target[known]).float().mean()
+            return sum(p.sum() for p in self.adversary.parameters()) * 0.0 + hidden.sum() * 0.0
+        weight = self.current_weight(ctx.model.global_step)
+        logits = self.adversary(gradient_reversal(pooled[known], weight))  # (N, K)
+        loss = F.cross_entropy(logits, target[known])
+        accuracy = (logits.detach().argmax(-1) == target[known]).float().mean()
         n = int(known.sum())
         ctx.model.log("loss/adversary", loss.detach(), batch_size=n)
         ctx.model.log("metric/adversary_accuracy", accuracy, batch_size=n)

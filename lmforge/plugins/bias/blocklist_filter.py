@@ -98,8 +98,8 @@ class BlocklistFilter(BiasMitigator):
         log.info(self.report())
 
     def data_fingerprint(self) -> str:
-        paths = [self._blocklist.path, *(self._terms.paths if self._terms is not None else ())]
-        return f"{super().data_fingerprint()}:{file_digest(paths)}"
+        # Only what decides which documents are kept (not the counters, which change as it runs).
+        return f"{type(self).__qualname__}:{self.ignore_case}:{file_digest([self._blocklist.path])}"
 
 
 def _rate(part: int, whole: int) -> str:

@@ -309,4 +309,6 @@ class BiasProbe(Callback):
             return
         self.result = score_pairs(pl_module.backbone, pl_module.tokenizer, self.pairs, kind, self.batch_size)
         for name, value in self.result.scores().items():
-            pl_module.log(f"bias/{name}", value)
+            # Every rank scores the same pairs with the same weights; syncing only keeps Lightning's
+            # distributed logging consistent.
+            pl_module.log(f"bias/{name}", value, sync_dist=True)

@@ -19,7 +19,13 @@ from lmforge.core.data import TextData
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import StepContext
 from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining, train_tokenizer
-from lmforge.plugins.bias.adversarial_debiasing import AdversarialDebiasing, attribute_from_tokens, gradient_reversal
+from lmforge.plugins.bias.adversarial_debiasing import (
+    AdversarialDebiasing,
+    document_segments,
+    gradient_reversal,
+    segment_attributes,
+    segment_mean,
+)
 from lmforge.plugins.objectives.causal_lm import CausalLM
 
 TEXTS = ["he ran home and he sang", "she ran home and she sang", "he and she ran", "the dog ran home",
@@ -32,7 +38,7 @@ def setup_plugin(plugin: AdversarialDebiasing) -> SimpleNamespace:
     config = GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=16, n_head=2, n_positions=32,
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     backbone = GPT2LMHeadModel(config).eval()  # no dropout: runs compared with each other see the same network
-    model = SimpleNamespace(backbone=backbone, tokenizer=tokenizer, logged={})
+    model = SimpleNamespace(backbone=backbone, tokenizer=tokenizer, logged={}, global_step=0)
     model.log = lambda key, value, **kwargs: model.logged.__setitem__(key, float(value))
     plugin.setup(model)  # type: ignore[arg-type]
     return model
@@ -85,12 +91,24 @@ def test_encoder_gradient_is_minus_lambda_times_the_plain_gradient() -> None:
     assert 0.0 <= model.logged["metric/adversary_accuracy"] <= 1.0 and "loss/adversary" in model.logged
 
 
-def test_the_attribute_is_the_single_group_found_in_the_tokens() -> None:
-    token_group = torch.tensor([-1, 0, 1, -1, 0])  # tokens 1 and 4 are male words, token 2 a female word
-    ids = torch.tensor([[1, 3, 4, 0], [2, 3, 0, 0], [1, 2, 3, 3], [3, 3, 0, 0], [3, 3, 3, 2]])
-    valid = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]]).bool()
-    # mixed groups -> -1, no attribute word -> -1, a word under padding does not count
-    assert attribute_from_tokens(ids, token_group, 2, valid).tolist() == [0, 1, -1, -1, -1]
+def test_each_document_of_a_packed_block_is_an_example() -> None:
+    eos = 9
+    token_group = torch.tensor([-1, 0, 1, -1, 0, -1, -1, -1, -1, -1])  # 1 and 4: male words, 2: a female word
+    ids = torch.tensor([[1, 3, 9, 2, 3, 9, 3, 3],    # male doc | female doc | doc without attribute words
+                        [1, 2, 3, 9, 4, 3, 3, 0],    # mixed doc | male doc, then padding
+                        [3, 3, 3, 3, 3, 3, 3, 2]])   # one doc whose only female word is under padding
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    valid[1, 7] = valid[2, 7] = False
+    segments = document_segments(ids, eos)
+    assert segments.tolist() == [[0, 0, 0, 1, 1, 1, 2, 2], [0, 0, 0, 0, 1, 1, 1, 1], [0] * 8]
+    target = segment_attributes(ids, segments, token_group, 2, valid)
+    assert target[:, :3].tolist() == [[0, 1, -1], [-1, 0, -1], [-1, -1, -1]]
+    assert (target[:, 3:] == -1).all()
+    hidden = torch.arange(3 * 8 * 2, dtype=torch.float).view(3, 8, 2)
+    pooled, counts = segment_mean(hidden, segments, valid)
+    torch.testing.assert_close(pooled[0, 1], hidden[0, 3:6].mean(0))
+    torch.testing.assert_close(pooled[1, 1], hidden[1, 4:7].mean(0))
+    assert counts[1].tolist()[:3] == [4.0, 3.0, 0.0]
 
 
 def test_masked_attribute_words_are_recovered_from_the_labels() -> None:
@@ -107,7 +125,7 @@ def test_masked_attribute_words_are_recovered_from_the_labels() -> None:
     outputs = model.backbone(input_ids=masked, output_hidden_states=True)
     plugin.loss(StepContext(masked_batch, outputs, torch.tensor(0.0), model, forward=None))  # type: ignore[arg-type]
     ids = torch.where(labels != -100, labels, masked)
-    assert plugin.attribute(masked_batch, ids, batch["attention_mask"].bool()).tolist() == [1, -1]
+    assert plugin.examples(masked_batch, ids, batch["attention_mask"].bool())[1][:, 0].tolist() == [1, -1]
 
 
 def test_a_missing_label_key_is_named() -> None:
