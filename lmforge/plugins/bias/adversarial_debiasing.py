@@ -23,12 +23,13 @@ word itself.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lightning.pytorch.utilities import rank_zero_info
 
 from lmforge.core.plugins import BiasMitigator, StepContext
 from lmforge.plugins.bias.wordlists import GENDER_TERMS, read_attribute_terms
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
     from lmforge.core.module import LanguageModel
 
-log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 
 
@@ -80,7 +80,8 @@ def segment_mean(hidden: Tensor, segments: Tensor, mask: Tensor) -> tuple[Tensor
     return sums / counts.clamp(min=1.0)[..., None], counts
 
 
-def segment_attributes(input_ids: Tensor, segments: Tensor, token_group: Tensor, n_groups: int, valid: Tensor) -> Tensor:
+def segment_attributes(input_ids: Tensor, segments: Tensor, token_group: Tensor, n_groups: int,
+                       valid: Tensor) -> Tensor:
     """(B, T) group of each (row, segment): the one group whose attribute tokens occur in it, else -1.
 
     Args:
@@ -100,8 +101,10 @@ def segment_attributes(input_ids: Tensor, segments: Tensor, token_group: Tensor,
 def token_groups(tokenizer: PreTrainedTokenizerBase, rows: tuple[tuple[str, ...], ...]) -> tuple[Tensor, int]:
     """(V,) group of each token id that spells a whole attribute word (-1 elsewhere), and how many words have one.
 
-    Each word is tried as written, capitalized and upper-cased, with and without a leading space (byte-level
-    BPE marks word starts); only forms that are a single token count. A token claimed by two groups is dropped.
+    Each word is tried lower-case, capitalized and upper-case after a space (byte-level BPE marks word
+    starts), and capitalized or upper-case without one (a document's first word). A lower-case word without a
+    space is left out: in byte-level BPE that token is also a piece inside other words ("he" in "s|he").
+    Only forms that are a single token count; a token claimed by two groups is dropped.
     """
     table = torch.full((len(tokenizer),), -1, dtype=torch.long)
     claimed: dict[int, int] = {}
@@ -109,12 +112,12 @@ def token_groups(tokenizer: PreTrainedTokenizerBase, rows: tuple[tuple[str, ...]
     for row in rows:
         for group, word in enumerate(row):
             found = False
-            for form in {word, word.capitalize(), word.upper()}:
-                for text in (form, " " + form):
-                    ids = tokenizer.encode(text, add_special_tokens=False)
-                    if len(ids) == 1:
-                        found = True
-                        claimed[ids[0]] = group if claimed.get(ids[0], group) == group else -2
+            upper, capitalized = word.upper(), word.capitalize()
+            for text in (" " + word, " " + capitalized, " " + upper, capitalized, upper):
+                ids = tokenizer.encode(text, add_special_tokens=False)
+                if len(ids) == 1:
+                    found = True
+                    claimed[ids[0]] = group if claimed.get(ids[0], group) == group else -2
             covered += found
     for token, group in claimed.items():
         table[token] = max(group, -1)
@@ -195,7 +198,7 @@ class AdversarialDebiasing(BiasMitigator):
                 f"{', '.join(map(str, self.terms.paths))} is a single token of this tokenizer; "
                 "use a larger vocabulary (data.tokenizer.train.vocab_size) or set label_key."
             )
-        log.info("AdversarialDebiasing: %d of %d attribute words are single tokens", covered, n_words)
+        rank_zero_info(f"AdversarialDebiasing: {covered} of {n_words} attribute words are single tokens")
 
     def current_weight(self, step: int) -> float:
         """lambda at training step ``step`` (after the warm-up: ``reversal_weight``)."""

@@ -13,10 +13,11 @@ attribute words found in the text.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, ClassVar
+
+from lightning.pytorch.utilities import rank_zero_info
 
 from lmforge.core.plugins import BiasMitigator
 from lmforge.plugins.bias.wordlists import GENDER_TERMS, file_digest, read_attribute_terms, single_group
@@ -24,7 +25,6 @@ from lmforge.plugins.bias.wordlists import GENDER_TERMS, file_digest, read_attri
 if TYPE_CHECKING:
     import datasets
 
-log = logging.getLogger(__name__)
 
 
 def reweighing_weights(groups: Sequence[Hashable | None], labels: Sequence[Hashable] | None = None) -> list[float]:
@@ -112,7 +112,8 @@ class BalancedSampling(BiasMitigator):
         header = "group" if labels is None else "group, label"
         rows = "\n".join(f"  {', '.join(map(str, cell))}: {count} documents, weight {weight:.4f}"
                          for cell, (count, weight) in self.summary.items())
-        log.info("BalancedSampling (%s; None = no single group):\n%s", header, rows)
+        # Lightning shows its rank-zero INFO messages in the run log; lmforge does not configure logging.
+        rank_zero_info(f"BalancedSampling ({header}; None = no single group):\n{rows}")
         return weights
 
     def data_fingerprint(self) -> str:

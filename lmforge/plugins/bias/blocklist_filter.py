@@ -11,10 +11,11 @@ saw and dropped, so that a skewed drop rate shows in the run log.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections import Counter
 from typing import TYPE_CHECKING, ClassVar
+
+from lightning.pytorch.utilities import rank_zero_info
 
 from lmforge.core.plugins import BiasMitigator, Examples
 from lmforge.plugins.bias.wordlists import file_digest, find_groups, read_attribute_terms, read_blocklist
@@ -22,7 +23,6 @@ from lmforge.plugins.bias.wordlists import file_digest, find_groups, read_attrib
 if TYPE_CHECKING:
     from lmforge.core.module import LanguageModel
 
-log = logging.getLogger(__name__)
 NO_GROUP = "(no group)"
 
 
@@ -87,7 +87,8 @@ class BlocklistFilter(BiasMitigator):
                  f"({_rate(self.dropped['total'], self.seen['total'])}) matching {self._blocklist.path}"]
         overall = self.dropped["total"] / self.seen["total"]
         for key in sorted(k for k in self.seen if k != "total"):
-            line = f"  {key}: dropped {self.dropped[key]} of {self.seen[key]} ({_rate(self.dropped[key], self.seen[key])}"
+            dropped, seen = self.dropped[key], self.seen[key]
+            line = f"  {key}: dropped {dropped} of {seen} ({_rate(dropped, seen)}"
             if overall > 0:
                 line += f", {self.dropped[key] / self.seen[key] / overall:.2f}x the overall rate"
             lines.append(line + ")")
@@ -95,7 +96,7 @@ class BlocklistFilter(BiasMitigator):
 
     def setup(self, model: LanguageModel) -> None:
         # The data stage has run by now (the DataModule is set up before the model is configured).
-        log.info(self.report())
+        rank_zero_info(self.report())
 
     def data_fingerprint(self) -> str:
         # Only what decides which documents are kept (not the counters, which change as it runs).

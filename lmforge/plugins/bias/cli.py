@@ -77,8 +77,8 @@ def bias_eval(argv: list[str]) -> int:
                     "prefers the more stereotypical sentence (sent_more); 50 = no preference.",
     )
     parser.add_argument("model", help="an lmforge checkpoint (.ckpt) or a local Hugging Face model directory")
-    parser.add_argument("--pairs", default=DEFAULT_PAIRS,
-                        help=f"CrowS-Pairs CSV (sent_more, sent_less, stereo_antistereo, bias_type); default {DEFAULT_PAIRS}")
+    parser.add_argument("--pairs", default=DEFAULT_PAIRS, help="CrowS-Pairs CSV (sent_more, sent_less, "
+                        f"stereo_antistereo, bias_type); default {DEFAULT_PAIRS}")
     parser.add_argument("--kind", choices=["causal", "masked"], help="model kind (default: inferred)")
     parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

@@ -111,7 +111,9 @@ def read_attribute_terms(files: str | Sequence[str], key: str, groups: Sequence[
                 continue
             row = tuple(_normalize(t) for t in line.split("\t"))
             if len(row) < 2 or not all(row):
-                raise ValueError(f"{key}: {path}, line {number}: expected two or more tab-separated words, got {line!r}.")
+                raise ValueError(
+                    f"{key}: {path}, line {number}: expected two or more tab-separated words, got {line!r}."
+                )
             if any(not WORD.fullmatch(t) for t in row):
                 raise ValueError(f"{key}: {path}, line {number}: every entry must be a single word, got {line!r}.")
             if rows and len(row) != len(rows[0]):
@@ -181,7 +183,9 @@ def read_blocklist(file: str, key: str, ignore_case: bool = True) -> Blocklist:
             try:
                 re.compile(entry[3:])
             except re.error as exc:
-                raise ValueError(f"{key}: {path}, line {number}: invalid regular expression {entry[3:]!r} ({exc}).") from None
+                raise ValueError(
+                    f"{key}: {path}, line {number}: invalid regular expression {entry[3:]!r} ({exc})."
+                ) from None
             parts.append(f"(?:{entry[3:]})")
             n_patterns += 1
         else:

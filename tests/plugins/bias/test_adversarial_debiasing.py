@@ -28,8 +28,8 @@ from lmforge.plugins.bias.adversarial_debiasing import (
 )
 from lmforge.plugins.objectives.causal_lm import CausalLM
 
-TEXTS = ["he ran home and he sang", "she ran home and she sang", "he and she ran", "the dog ran home",
-         "his dog sang", "her cat ran"] * 20
+TEXTS = ["He ran home and he sang", "She ran home and she sang", "He and she ran", "The dog ran home",
+         "His dog sang", "Her cat ran"] * 20
 
 
 def setup_plugin(plugin: AdversarialDebiasing) -> SimpleNamespace:
@@ -61,14 +61,14 @@ def test_encoder_gradient_is_minus_lambda_times_the_plain_gradient() -> None:
     lam = 0.3
     plugin = AdversarialDebiasing(reversal_weight=lam, adversary_hidden=8)
     model = setup_plugin(plugin)
-    batch = encode(model.tokenizer, ["he ran home and he sang", "she ran home", "the dog ran", "her cat ran home"])
+    batch = encode(model.tokenizer, ["He ran home and he sang", "She ran home", "The dog ran", "Her cat ran home"])
 
     def run(reversed_: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         model.backbone.zero_grad()
         plugin.zero_grad()
         outputs = model.backbone(**batch, output_hidden_states=True)
         if reversed_:
-            loss = plugin.loss(StepContext(batch, outputs, torch.tensor(0.0), model, forward=None))  # type: ignore[arg-type]
+            loss = plugin.loss(StepContext(batch, outputs, torch.tensor(0.0), model, forward=None))  # type: ignore
         else:  # the same term written plainly, without the reversal layer
             ids = batch["input_ids"]
             keep = batch["attention_mask"].bool() & (plugin.token_group[ids] < 0)
@@ -114,7 +114,7 @@ def test_each_document_of_a_packed_block_is_an_example() -> None:
 def test_masked_attribute_words_are_recovered_from_the_labels() -> None:
     plugin = AdversarialDebiasing(adversary_hidden=0)
     model = setup_plugin(plugin)
-    batch = encode(model.tokenizer, ["she ran home", "she ran home"])
+    batch = encode(model.tokenizer, ["She ran home", "She ran home"])
     she = batch["input_ids"][0, 0].item()
     assert plugin.token_group[she] == 1
     masked = batch["input_ids"].clone()
@@ -131,9 +131,10 @@ def test_masked_attribute_words_are_recovered_from_the_labels() -> None:
 def test_a_missing_label_key_is_named() -> None:
     plugin = AdversarialDebiasing(label_key="gender", num_groups=2)
     model = setup_plugin(plugin)
-    batch = encode(model.tokenizer, ["she ran"])
+    batch = encode(model.tokenizer, ["She ran"])
     outputs = model.backbone(**batch, output_hidden_states=True)
-    with pytest.raises(KeyError, match=r"label_key='gender' is not in the batch, whose keys are \['attention_mask', 'input_ids'\]"):
+    keys = r"\['attention_mask', 'input_ids'\]"
+    with pytest.raises(KeyError, match=rf"label_key='gender' is not in the batch, whose keys are {keys}"):
         plugin.loss(StepContext(batch, outputs, torch.tensor(0.0), model, forward=None))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_groups"):
         AdversarialDebiasing(label_key="gender")

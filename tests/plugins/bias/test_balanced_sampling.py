@@ -45,7 +45,7 @@ def test_without_a_label_groups_are_balanced() -> None:
 def test_columns_drive_the_plugin_and_the_summary_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     docs = datasets.Dataset.from_dict({"text": ["x"] * 9, "gender": GROUPS, "label": LABELS})
     plugin = BalancedSampling(attribute_column="gender", label_column="label")
-    with caplog.at_level(logging.INFO, logger="lmforge.plugins.bias.balanced_sampling"):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
         assert plugin.sample_weights(docs) == pytest.approx(EXPECTED)
     assert plugin.summary[("m", 1)] == (4, pytest.approx(25 / 32))
     assert plugin.summary[(None, 1)] == (1, 1.0)

@@ -29,7 +29,7 @@ def test_report_shows_which_groups_lose_documents(caplog: pytest.LogCaptureFixtu
     plugin.process_text({"text": texts[4:]}, random.Random(0))
     assert plugin.seen == {"total": 9, "female": 5, "male": 4, "(no group)": 1}
     assert plugin.dropped == {"total": 3, "female": 3, "male": 1, "(no group)": 0}
-    with caplog.at_level(logging.INFO, logger="lmforge.plugins.bias.blocklist_filter"):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
         plugin.setup(model=None)  # type: ignore[arg-type]
     assert "dropped 3 of 9 training documents (33.3 %)" in caplog.text
     assert "female: dropped 3 of 5 (60.0 %, 1.80x the overall rate)" in caplog.text

@@ -88,7 +88,10 @@ def reference_metric(pairs: list[ProbePair], score_fn) -> dict[str, float]:
     """metric.py's evaluate(): sent1 is sent_more for stereo rows and sent_less for antistereo rows."""
     counts: dict[str, list[int]] = {}
     for pair in pairs:
-        sent1, sent2 = (pair.sent_more, pair.sent_less) if pair.direction == "stereo" else (pair.sent_less, pair.sent_more)
+        if pair.direction == "stereo":
+            sent1, sent2 = pair.sent_more, pair.sent_less
+        else:
+            sent1, sent2 = pair.sent_less, pair.sent_more
         s1, s2 = (round(s, 3) for s in score_fn(sent1, sent2))
         pair_score = 0
         if s1 != s2:
