@@ -3,9 +3,6 @@
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands over
 `LanguageModel` and a DataModule (`TextData` by default); ``recipes``,
 ``plugins`` and ``export`` are lmforge's own and import only what they need.
-Further commands come from the ``lmforge.commands`` entry-point group: the
-entry point's name is the command (``bias-eval``) and its object a function
-``(argv: list[str]) -> int``; the core never imports their modules by name.
 """
 
 from __future__ import annotations
@@ -13,12 +10,11 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 TOOLS = ("recipes", "plugins", "export")
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-COMMANDS_GROUP = "lmforge.commands"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,11 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def find_command(name: str) -> Callable[[list[str]], int] | None:
-    """The ``lmforge.commands`` entry point called ``name``, loaded; None if there is none."""
+def find_command(name: str) -> Any:
+    """The function registered as command ``name`` in the ``lmforge.commands`` entry-point group, or None.
+
+    Further ``lmforge <command>``s come from that group (``bias-eval``): the entry point's name is the
+    command and its object a function ``(argv: list[str]) -> int``, so the core never imports their modules.
+    """
     from importlib import metadata
 
-    for entry_point in metadata.entry_points(group=COMMANDS_GROUP):
+    for entry_point in metadata.entry_points(group="lmforge.commands"):
         if entry_point.name == name:
             return entry_point.load()
     return None

@@ -11,8 +11,7 @@ from typing import Any
 
 import torch
 import transformers
-from tokenizers import Tokenizer
-from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import AutoConfig, PreTrainedTokenizerFast
 
 from lmforge.core.module import CKPT_KEY
 
@@ -39,8 +38,9 @@ def backbone_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state
 
 
-def model_from_checkpoint(ckpt_path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast, str]:
-    """The backbone of an lmforge checkpoint as an HF model, its tokenizer and its Auto class name."""
+def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
+    """Write ``out_dir`` so that ``AutoModelFor*.from_pretrained(out_dir)`` and
+    ``AutoTokenizer.from_pretrained(out_dir)`` load it offline."""
     checkpoint = load_checkpoint(ckpt_path)
     saved = checkpoint[CKPT_KEY]
     config_dict = dict(saved["config"])
@@ -52,16 +52,10 @@ def model_from_checkpoint(ckpt_path: str | Path) -> tuple[PreTrainedModel, PreTr
     if really_missing or unexpected:
         raise ValueError(f"{ckpt_path}: weights do not fit the saved config (missing {really_missing}, "
                          f"unexpected {unexpected}).")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(saved["tokenizer"]),
-                                        **saved["tokenizer_config"])
-    return model, tokenizer, saved["auto_model"]
-
-
-def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
-    """Write ``out_dir`` so that ``AutoModelFor*.from_pretrained(out_dir)`` and
-    ``AutoTokenizer.from_pretrained(out_dir)`` load it offline."""
-    model, tokenizer, _ = model_from_checkpoint(ckpt_path)
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer_json = out_dir / "tokenizer.json"
+    tokenizer_json.write_text(saved["tokenizer"], encoding="utf-8")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), **saved["tokenizer_config"])
     tokenizer.save_pretrained(str(out_dir))
     return out_dir

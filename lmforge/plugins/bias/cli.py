@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from lmforge.plugins.bias.probe import AUTO_MODEL_KINDS, DEFAULT_PAIRS, ModelKind, read_pairs, score_pairs
+from lmforge.plugins.bias.probe import DEFAULT_PAIRS, ModelKind, read_pairs, score_pairs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -26,19 +27,16 @@ def load_model(path: str, kind: ModelKind | None = None) -> tuple[PreTrainedMode
 
     Args:
         path: ``.ckpt`` file or HF model directory.
-        kind: ``causal`` or ``masked``; None infers it (the checkpoint's Auto
-            class, or the directory's ``architectures``).
+        kind: ``causal`` or ``masked``; None infers it from the model's
+            ``architectures`` (``...ForMaskedLM``, ``...ForCausalLM``, ``...LMHeadModel``).
     """
     location = Path(path)
     if location.is_file():
-        from lmforge.core.export import model_from_checkpoint
+        from lmforge.core.export import export_checkpoint
 
-        model, tokenizer, auto_model = model_from_checkpoint(location)
-        inferred = AUTO_MODEL_KINDS.get(auto_model)
-        if inferred is None and kind is None:
-            raise ValueError(f"{path}: a {auto_model} checkpoint is not a language model; the probe needs a causal "
-                             "or masked LM (or pass --kind).")
-        return model, tokenizer, kind or inferred
+        # The checkpoint holds everything an HF directory does; `lmforge export` writes that directory.
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as directory:
+            return load_model(str(export_checkpoint(location, directory)), kind)
     if not location.is_dir():
         raise FileNotFoundError(f"{path}: neither a checkpoint file nor a model directory.")
     import transformers
