@@ -168,7 +168,7 @@ def test_real_crows_pairs_layout_is_read(tmp_path: Path) -> None:
 
 def test_callback_logs_every_bias_type_at_validation_end(corpus: dict[str, Path], tmp_path: Path) -> None:
     data = TextData(train=str(corpus["train"]), val=str(corpus["val"]), block_size=32, batch_size=4,
-                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=200)), cache_dir=str(tmp_path / "c"))
+                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), cache_dir=str(tmp_path / "c"))
     model = LanguageModel(Backbone("gpt2", {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128}), CausalLM())
     probe = BiasProbe(batch_size=32)
     trainer = Trainer(max_steps=2, accelerator="cpu", logger=CSVLogger(tmp_path, name="run"), callbacks=[probe],
