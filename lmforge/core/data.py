@@ -66,26 +66,6 @@ def pack_flat(flat: np.ndarray, lengths: np.ndarray, block_size: int) -> tuple[n
     return blocks, block_docs, len(flat) - n_blocks * block_size
 
 
-def block_weights(doc_weights: torch.Tensor, lengths: np.ndarray, block_size: int, n_blocks: int) -> torch.Tensor:
-    """Sampling weight of each packed block: the mean weight of its tokens, each token carrying its document's.
-
-    A block that holds pieces of several documents is weighted by how many of its tokens each contributes,
-    so a short document that starts no block still counts. Computed from cumulative sums, O(documents + blocks).
-    """
-    lengths_t = torch.from_numpy(np.asarray(lengths, dtype=np.int64))
-    ends = torch.cumsum(lengths_t, 0)  # token offset where each document ends
-    starts = ends - lengths_t
-    mass = torch.cat([torch.zeros(1, dtype=torch.double), torch.cumsum(doc_weights.double() * lengths_t, 0)])
-
-    def cumulative(x: torch.Tensor) -> torch.Tensor:  # total token weight before offset x
-        doc = (torch.searchsorted(ends, x, right=True)).clamp(max=len(lengths_t) - 1)
-        return mass[doc] + doc_weights.double()[doc] * (x - starts[doc]).clamp(min=0)
-
-    edges = torch.arange(n_blocks + 1, dtype=torch.int64) * block_size
-    cum = cumulative(edges)
-    return (cum[1:] - cum[:-1]) / block_size
-
-
 class PackedBlocks(Dataset):
     """Fixed-length token blocks; ``__getitems__`` gathers a batch in one index."""
 
@@ -105,6 +85,26 @@ class PackedBlocks(Dataset):
 def _collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``PackedBlocks.__getitems__`` already returns a batch."""
     return batch
+
+
+def block_weights(doc_weights: torch.Tensor, lengths: np.ndarray, block_size: int, n_blocks: int) -> torch.Tensor:
+    """Sampling weight of each packed block: the mean weight of its tokens, each token carrying its document's.
+
+    A block that holds pieces of several documents is weighted by how many of its tokens each contributes,
+    so a short document that starts no block still counts. Computed from cumulative sums, O(documents + blocks).
+    """
+    lengths_t = torch.from_numpy(np.asarray(lengths, dtype=np.int64))
+    ends = torch.cumsum(lengths_t, 0)  # token offset where each document ends
+    starts = ends - lengths_t
+    mass = torch.cat([torch.zeros(1, dtype=torch.double), torch.cumsum(doc_weights.double() * lengths_t, 0)])
+
+    def cumulative(x: torch.Tensor) -> torch.Tensor:  # total token weight before offset x
+        doc = (torch.searchsorted(ends, x, right=True)).clamp(max=len(lengths_t) - 1)
+        return mass[doc] + doc_weights.double()[doc] * (x - starts[doc]).clamp(min=0)
+
+    edges = torch.arange(n_blocks + 1, dtype=torch.int64) * block_size
+    cum = cumulative(edges)
+    return (cum[1:] - cum[:-1]) / block_size
 
 
 def data_plugins(module: Any) -> list[Plugin]:
