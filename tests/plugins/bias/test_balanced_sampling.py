@@ -85,7 +85,11 @@ def test_the_sampler_draws_groups_in_balanced_proportion(tmp_path: Path) -> None
     uniform = sum(share[i] * len(words[i]) for i in range(len(blocks))) / sum(len(w) for w in words)
     assert uniform == pytest.approx(0.1, abs=0.02)
     sampler = data.train_dataloader().sampler
-    drawn = [i for _ in range(10) for i in sampler]
+    drawn = []
+    for epoch in range(10):  # ten epochs' draws
+        if hasattr(sampler, "set_epoch"):  # a sampler that draws per epoch from a seed (as Lightning drives it)
+            sampler.set_epoch(epoch)
+        drawn += list(sampler)
     she = sum(words[i].count("she") for i in drawn)
     he = sum(words[i].count("he") for i in drawn)
     assert she / (she + he) == pytest.approx(0.5, abs=0.05)
