@@ -36,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lmforge.core import commands
 
         return getattr(commands, argv[0])(argv[1:])
+    if argv and argv[0] not in LIGHTNING_SUBCOMMANDS and not argv[0].startswith("-"):
+        command = find_command(argv[0])
+        if command is not None:
+            return command(argv[1:])
     if argv and argv[0] in ("-V", "--version"):
         from lmforge import __version__
 
@@ -85,6 +89,20 @@ def apply_plugins_flag(argv: list[str]) -> list[str]:
         os.environ[ALLOW_ENV] = names
         registry(refresh=True)
     return out
+
+
+def find_command(name: str) -> Any:
+    """The function registered as command ``name`` in the ``lmforge.commands`` entry-point group, or None.
+
+    Further ``lmforge <command>``s come from that group (``bias-eval``): the entry point's name is the
+    command and its object a function ``(argv: list[str]) -> int``, so the core never imports their modules.
+    """
+    from importlib import metadata
+
+    for entry_point in metadata.entry_points(group="lmforge.commands"):
+        if entry_point.name == name:
+            return entry_point.load()
+    return None
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:

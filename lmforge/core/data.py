@@ -136,6 +136,26 @@ def _collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
+def block_weights(doc_weights: torch.Tensor, lengths: np.ndarray, block_size: int, n_blocks: int) -> torch.Tensor:
+    """Sampling weight of each packed block: the mean weight of its tokens, each token carrying its document's.
+
+    A block that holds pieces of several documents is weighted by how many of its tokens each contributes,
+    so a short document that starts no block still counts. Computed from cumulative sums, O(documents + blocks).
+    """
+    lengths_t = torch.from_numpy(np.asarray(lengths, dtype=np.int64))
+    ends = torch.cumsum(lengths_t, 0)  # token offset where each document ends
+    starts = ends - lengths_t
+    mass = torch.cat([torch.zeros(1, dtype=torch.double), torch.cumsum(doc_weights.double() * lengths_t, 0)])
+
+    def cumulative(x: torch.Tensor) -> torch.Tensor:  # total token weight before offset x
+        doc = (torch.searchsorted(ends, x, right=True)).clamp(max=len(lengths_t) - 1)
+        return mass[doc] + doc_weights.double()[doc] * (x - starts[doc]).clamp(min=0)
+
+    edges = torch.arange(n_blocks + 1, dtype=torch.int64) * block_size
+    cum = cumulative(edges)
+    return (cum[1:] - cum[:-1]) / block_size
+
+
 def data_plugins(module: Any) -> list[Plugin]:
     """The module's data-stage plugins, in pipeline order (bias mitigators, then augmenters)."""
     if module is None or not hasattr(module, "data_plugins"):
@@ -373,7 +393,7 @@ class TextData(LightningDataModule):
         column = tokens.data.column("input_ids")
         lengths = np.asarray(column.combine_chunks().value_lengths(), dtype=np.int64) if len(tokens) else np.zeros(0)
         flat = np.asarray(column.combine_chunks().flatten(), dtype=np.int64) if len(tokens) else np.zeros(0)
-        blocks, block_docs, dropped = pack_flat(flat, lengths, self.block_size)
+        blocks, _, dropped = pack_flat(flat, lengths, self.block_size)
         if len(blocks) == 0:
             key = "data.train" if split == "train" or self.val_files is None else "data.val"
             files = self.train_files if key == "data.train" else self.val_files
@@ -382,8 +402,7 @@ class TextData(LightningDataModule):
                 f"data.block_size={self.block_size}. Add text or lower data.block_size."
             )
         if split == "train" and self.train_weights is not None:
-            # A block is drawn with the weight of the document it starts in.
-            self.train_weights = self.train_weights[torch.from_numpy(block_docs)]
+            self.train_weights = block_weights(self.train_weights, lengths, self.block_size, len(blocks))
         log.info("%s: %d documents, %d tokens, %d blocks of %d (%d tokens dropped at the end)",
                  split, len(docs), len(flat), len(blocks), self.block_size, dropped)
         return PackedBlocks(blocks)

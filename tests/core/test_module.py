@@ -119,12 +119,17 @@ def test_text_stage_runs_in_order_and_augmenters_skip_validation(corpus, tmp_pat
     assert "dog" not in tok.decode(val_ids) and "dog" in " ".join(docs["val"])
 
 
-def test_sample_weights_follow_the_block_start_document(corpus, tmp_path):
+def test_block_weights_are_the_mean_weight_of_their_tokens(corpus, tmp_path):
     data = make_data(corpus, tmp_path)
     model = LanguageModel(TINY_GPT2, CausalLM(), bias_mitigators=[WeightByLength()])
     fit(model, data, tmp_path, steps=1)
     assert data.train_weights is not None
     assert data.train_weights.shape == (len(data.datasets["train"]),)
+    docs = [line for line in corpus["train"].read_text().splitlines() if line.strip()]
+    token_weights = [float(len(d)) for d in docs for _ in data.tokenizer(d)["input_ids"]]
+    n_blocks = len(data.datasets["train"])
+    expected = torch.tensor(token_weights[: n_blocks * 32], dtype=torch.double).view(n_blocks, 32).mean(1)
+    torch.testing.assert_close(data.train_weights, expected)
     sampler = data.train_dataloader().sampler
     assert sampler.weights is data.train_weights  # drawn with replacement by these weights
 
