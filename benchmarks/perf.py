@@ -27,7 +27,7 @@ share of step time spent between one step's end and the next one's start, i.e. w
 data), and with ``--scaling`` tokens/s and peak RSS for widths/depths doubling three times and
 for block sizes 64..512. Distillation step vs plain student step: benchmarks/distillation.py.
 
-    python benchmarks/perf.py --rounds 5 --out bench.json        # ~5 min on 2 busy shared cores
+    python benchmarks/perf.py --rounds 5 --out bench.json        # ~15 min on 2 busy shared cores (~35 s a run)
     python benchmarks/perf.py --rounds 3 --steps 30 --scaling     # plus the scaling section
 """
 
