@@ -6,6 +6,7 @@ module) into ``tmp_path``, puts it on ``sys.path`` and reloads the registry.
 
 from __future__ import annotations
 
+import gc
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -66,6 +67,9 @@ def install(tmp_path: Path) -> Iterator[Callable[..., None]]:
         for module in names:
             sys.modules.pop(module, None)
     registry(refresh=True)
+    # The modules' classes live on in their base's __subclasses__() until the cyclic GC frees them, and
+    # jsonargparse resolves short names there: a stale fake CausalLM would make "CausalLM" ambiguous later.
+    gc.collect()
 
 
 def _broken(name: str) -> list:
