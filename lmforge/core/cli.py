@@ -9,6 +9,7 @@ they need.
 from __future__ import annotations
 
 import difflib
+import pickle
 import re
 import sys
 import warnings
@@ -41,11 +42,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; recipe names are now paths
-    cli = run_cli(allow_outside_run_dir=allow_outside)
+    try:
+        cli = run_cli(allow_outside_run_dir=allow_outside)
+    except pickle.UnpicklingError as exc:  # a --ckpt_path that torch.load(weights_only=True) refuses
+        from lmforge.core.export import unsafe_checkpoint_message
+
+        print(f"lmforge: error: --ckpt_path {unsafe_checkpoint_message(_ckpt_path(argv), exc)}", file=sys.stderr)
+        return 2
     from lmforge.core.observe.wandb import finish_wandb
 
     finish_wandb(getattr(cli, "trainer", None))  # one command, one W&B run, complete on disk when we return
     return 0
+
+
+def _ckpt_path(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--ckpt_path" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+    return "the checkpoint"
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:
@@ -74,6 +90,7 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
     ``allow_outside_run_dir``: let the recipe's output paths lie outside the working directory
     (`lmforge.core.run_paths`; ``--allow_outside_run_dir`` on the command line).
     """
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
     from lightning.pytorch import Trainer
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
     from torch.optim import Optimizer
@@ -153,7 +170,7 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
         def instantiate_trainer(self, **kwargs: Any) -> Trainer:
             trainer = super().instantiate_trainer(**kwargs)
             # Checkpoints are written atomically, and a full disk is explained (lmforge.core.checkpoint_io).
-            if type(trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the recipe chose
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             return trainer
 
@@ -256,14 +273,13 @@ def _wrong_value_hints(message: str) -> list[str]:
     """``data.init_args.batch_size: Expected a <class 'int'>. Got value: sixteen`` from jsonargparse's nested
     report of a class's argument that has the wrong type."""
     outer = re.search(r'Parser key "([\w.]+)"', message)
+    if outer is None:
+        return []
+    in_list = "Given value type: <class 'list'>" in message  # a list of plugins: name the class, not an index
     hints = []
-    for class_path, inner, problem in re.findall(
-            r"class_path '([\w.]+)':\s*Parser key \"(\w+)\":\s*(.+)", message):
-        if outer is None:
-            continue
-        owner = f"{outer.group(1)}.init_args" if "Given value type: <class 'list'>" not in message else (
-            f"{outer.group(1)}: {class_path.rsplit('.', 1)[-1]}.init_args")
-        hints.append(f"{owner}.{inner}: {problem.strip()}")
+    for class_path, inner, problem in re.findall(r"class_path '([\w.]+)':\s*Parser key \"(\w+)\":\s*(.+)", message):
+        owner = f"{outer.group(1)}: {class_path.rsplit('.', 1)[-1]}" if in_list else outer.group(1)
+        hints.append(f"{owner}.init_args.{inner}: {problem.strip()}")
     return hints
 
 
