@@ -148,6 +148,17 @@ class LanguageModel(LightningModule):
         if self.compile_backbone:
             self.backbone.compile()
 
+    def _find_tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is not None:
+            return self.tokenizer
+        tokenizer = getattr(self._datamodule(), "tokenizer", None)
+        if tokenizer is None:
+            raise RuntimeError(
+                "LanguageModel needs a tokenizer before its backbone is built: attach a TextData datamodule, "
+                "or set model.tokenizer before calling configure_model()."
+            )
+        return tokenizer
+
     def check_data(self, datamodule: Any) -> None:
         """Refuse data settings this model cannot take (``block_size`` beyond the backbone's positions).
 
@@ -160,17 +171,6 @@ class LanguageModel(LightningModule):
 
     def _datamodule(self) -> Any:
         return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-
-    def _find_tokenizer(self) -> PreTrainedTokenizerBase:
-        if self.tokenizer is not None:
-            return self.tokenizer
-        tokenizer = getattr(self._datamodule(), "tokenizer", None)
-        if tokenizer is None:
-            raise RuntimeError(
-                "LanguageModel needs a tokenizer before its backbone is built: attach a TextData datamodule, "
-                "or set model.tokenizer before calling configure_model()."
-            )
-        return tokenizer
 
     @staticmethod
     def _check_block_size(block_size: int | None, limit: int | None) -> None:
