@@ -66,10 +66,10 @@ def install(tmp_path: Path) -> Iterator[Callable[..., None]]:
         yield _install
         for module in names:
             sys.modules.pop(module, None)
-    registry(refresh=True)
-    # The modules' classes live on in their base's __subclasses__() until the cyclic GC frees them, and
-    # jsonargparse resolves short names there: a stale fake CausalLM would make "CausalLM" ambiguous later.
+    # The fake classes sit in reference cycles: collect them now, or jsonargparse (which finds classes by
+    # short name through __subclasses__) may still see a fake CausalLM in a later test, depending on GC timing.
     gc.collect()
+    registry(refresh=True)
 
 
 def _broken(name: str) -> list:
