@@ -50,8 +50,11 @@ def position_limit(spec: Backbone) -> int | None:
     """The model's number of positions, from its config alone: no tokenizer, no weights.
 
     Raises the errors `build_config` would (an unknown architecture, a missing pretrained directory), so
-    that a recipe that cannot build fails before any data is read.
+    that a recipe that cannot build fails before any data is read. None when the config cannot be known
+    without more (a spec that builds from a trained model's layers is checked once its config is built).
     """
+    if getattr(spec, "init_from", None) is not None:
+        return None
     if spec.pretrained is not None:
         path = Path(spec.pretrained)
         if not path.is_dir():
