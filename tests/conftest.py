@@ -38,3 +38,14 @@ def corpus(tmp_path: Path) -> dict[str, Path]:
     """``train`` and ``val`` text files of a tiny corpus."""
     return {"train": write_corpus(tmp_path / "train.txt", 300, seed=1),
             "val": write_corpus(tmp_path / "val.txt", 40, seed=2)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_wandb_service_per_module():
+    """Each test module that logs to W&B gets its own wandb service: a service left from an earlier
+    module's offline runs can stop writing the next module's run files."""
+    yield
+    import sys
+
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()

@@ -223,8 +223,12 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
         def instantiate_classes(self) -> None:
             # The classes check their arguments when built; say which recipe key a refusal is about, without
             # a stack trace, as for a parse error.
+            from lmforge.core.plugin_checks import PluginCompatibilityError
+
             try:
                 super().instantiate_classes()
+            except PluginCompatibilityError:  # already names the plugin, its key and distribution; main() prints it
+                raise
             except (ValueError, FileNotFoundError) as exc:
                 config = self.config[self.subcommand] if self.subcommand else self.config
                 self.parser.error(name_recipe_key(str(exc), config.as_dict()))
