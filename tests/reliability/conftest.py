@@ -48,6 +48,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
         loads.append(dict(kwargs))
         return real_load(*args, **kwargs)
 
+    import wandb
+
+    # wandb's service process outlives a run and resolves a run's relative save_dir against its own working
+    # directory, that of the first W&B run in this process: start a fresh one here, so the files land in root.
+    wandb.teardown()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         for name, value in {"LMFORGE_CACHE": str(root / "cache"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
@@ -63,6 +68,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
             mp.setattr(torch, "load", spy_load)
             assert lmforge(*args, "--trainer.max_steps", "6", "--ckpt_path", str(last)) == 0
         finally:
+            wandb.teardown()
             logger.removeHandler(handler)
             logger.setLevel(level)
             handler.close()
