@@ -1,14 +1,20 @@
-"""The backbone: an HF ``transformers`` model, built from a config or loaded
-from a local pretrained directory. Nothing is downloaded."""
+"""The backbone: an HF ``transformers`` model, built from a config, loaded
+from a local pretrained directory, or started from the weights of an lmforge
+checkpoint (fine-tuning after ``lmforge fit --config mlm-pretrain``). Nothing
+is downloaded."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import transformers
+from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 #: Config keys under which architectures store their maximum sequence length.
 POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")
@@ -29,6 +35,15 @@ class Backbone:
         trust_remote_code: Allow a pretrained directory to run its own code.
             Off unless the recipe turns it on; the run log says when it is on.
         attn_implementation: Attention kernel (``sdpa``, ``eager``, ...).
+        checkpoint: An lmforge checkpoint (``.ckpt``, e.g. a pre-training
+            run's ``checkpoints/last.ckpt``) to start from: its saved config
+            replaces ``architecture`` (``config`` still overrides, e.g. dropout),
+            the base model's weights are loaded and the objective's head is new
+            (a pre-training head is dropped). Give the run's tokenizer too
+            (``data.init_args.tokenizer.path: runs/<name>/version_N/tokenizer``).
+        freeze_embeddings: Keep the base model's embeddings (everything before
+            the first block) fixed.
+        freeze_layers: Keep the first N transformer blocks fixed.
     """
 
     architecture: str | None = "gpt2"
@@ -36,6 +51,36 @@ class Backbone:
     pretrained: str | None = None
     trust_remote_code: bool = False
     attn_implementation: str | None = "sdpa"
+    checkpoint: str | None = None
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.freeze_layers < 0:
+            raise ValueError(f"model.backbone.freeze_layers must be >= 0, got {self.freeze_layers}.")
+        if self.checkpoint is not None and self.pretrained is not None:
+            raise ValueError("model.backbone: set checkpoint (an lmforge .ckpt) or pretrained (an HF directory), "
+                             "not both.")
+
+
+@dataclass
+class LoadReport:
+    """What `load_base_weights` did, by parameter name (base-model names, without the prefix).
+
+    Attributes:
+        loaded: Base-model weights taken from the checkpoint.
+        missing: Base-model weights the checkpoint lacks (newly initialised,
+            e.g. BERT's pooler after masked-LM pre-training).
+        unexpected: Base-model weights in the checkpoint this model has no place for.
+        dropped: Checkpoint weights outside the base model (the pre-training head).
+        new_head: Weights outside the base model in this model (the new head).
+    """
+
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+    dropped: list[str]
+    new_head: list[str]
 
 
 def max_positions(config: PretrainedConfig) -> int | None:
@@ -54,6 +99,8 @@ def _token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
 
 def build_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     """The HF config for ``spec``, with the tokenizer's vocabulary and ids."""
+    if spec.checkpoint is not None:
+        return _checkpoint_config(spec, tokenizer)
     if spec.pretrained is not None:
         path = Path(spec.pretrained)
         if not path.is_dir():
@@ -80,11 +127,117 @@ def build_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> Pretrain
 
 
 def build_backbone(spec: Backbone, auto_model: str, config: PretrainedConfig) -> PreTrainedModel:
-    """Instantiate the model with ``transformers.<auto_model>``."""
+    """Instantiate the model with ``transformers.<auto_model>``, load its weights and freeze what ``spec`` asks."""
     auto = getattr(transformers, auto_model)
     kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
     if spec.attn_implementation is not None:
         kwargs["attn_implementation"] = spec.attn_implementation
     if spec.pretrained is not None:
-        return auto.from_pretrained(spec.pretrained, config=config, local_files_only=True, **kwargs)
-    return auto.from_config(config, **kwargs)
+        model = auto.from_pretrained(spec.pretrained, config=config, local_files_only=True, **kwargs)
+    else:
+        model = auto.from_config(config, **kwargs)
+    if spec.checkpoint is not None:
+        _log_report(load_base_weights(model, spec.checkpoint), spec.checkpoint)
+    freeze(model, spec.freeze_embeddings, spec.freeze_layers)
+    return model
+
+
+# -- starting from an lmforge checkpoint ----------------------------------------------------------
+
+
+def _checkpoint_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    from tokenizers import Tokenizer
+
+    from lmforge.core.export import CKPT_KEY, load_checkpoint  # export imports module.py, which imports this file
+
+    saved = load_checkpoint(spec.checkpoint)[CKPT_KEY]
+    vocab = Tokenizer.from_str(saved["tokenizer"]).get_vocab()
+    if vocab != tokenizer.backend_tokenizer.get_vocab():
+        raise ValueError(
+            f"model.backbone.checkpoint: {spec.checkpoint} was trained with another tokenizer ({len(vocab)} tokens) "
+            f"than data.tokenizer ({len(tokenizer)} tokens); set data.init_args.tokenizer.path to that run's "
+            "tokenizer/ directory (runs/<name>/version_N/tokenizer)."
+        )
+    config_dict = dict(saved["config"])
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    for key, value in spec.config.items():
+        setattr(config, key, value)
+    return config
+
+
+def load_base_weights(model: PreTrainedModel, checkpoint_path: str | Path) -> LoadReport:
+    """Load the base-model weights of an lmforge checkpoint into ``model``; its head stays as initialised.
+
+    Parameters are matched by name under the base-model prefix (``bert.``,
+    ``transformer.``, ``model.``), so a masked- or causal-LM checkpoint starts a
+    sequence or token classifier of the same architecture.
+    """
+    from lmforge.core.export import backbone_state_dict, load_checkpoint
+
+    state = backbone_state_dict(load_checkpoint(checkpoint_path))
+    prefix = model.base_model_prefix + "."
+    base = model.base_model
+    if base is model:  # a bare base model (AutoModel): the checkpoint's head is all there is to drop
+        raise ValueError(f"model.backbone.checkpoint: {type(model).__name__} has no head; use an objective whose "
+                         "auto_model adds one.")
+    base_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not base_state:
+        raise ValueError(
+            f"model.backbone.checkpoint: {checkpoint_path} holds no weights under {prefix!r}, the base model of "
+            f"{type(model).__name__}; its weights start with {sorted({k.split('.')[0] for k in state})}. "
+            "Start from a checkpoint of the same architecture."
+        )
+    try:
+        missing, unexpected = base.load_state_dict(base_state, strict=False)
+    except RuntimeError as exc:  # shape mismatches are raised even with strict=False
+        raise ValueError(
+            f"model.backbone.checkpoint: {checkpoint_path} does not fit this backbone: {exc}. Keep the size "
+            "settings of model.backbone.config as they were in pre-training."
+        ) from None
+    head = [k for k in model.state_dict() if not k.startswith(prefix)]
+    return LoadReport(loaded=sorted(set(base_state) - set(unexpected)), missing=sorted(missing),
+                      unexpected=sorted(unexpected), dropped=sorted(k for k in state if not k.startswith(prefix)),
+                      new_head=sorted(head))
+
+
+def _log_report(report: LoadReport, path: str) -> None:
+    log.info("model.backbone.checkpoint: loaded %d base-model tensors from %s; new head: %s; dropped from the "
+             "checkpoint: %s", len(report.loaded), path, ", ".join(report.new_head) or "none",
+             ", ".join(report.dropped) or "none")
+    if report.missing:
+        log.warning("model.backbone.checkpoint: %s lacks these base-model weights, newly initialised: %s",
+                    path, ", ".join(report.missing))
+    if report.unexpected:
+        log.warning("model.backbone.checkpoint: %s has base-model weights this model does not use: %s",
+                    path, ", ".join(report.unexpected))
+
+
+# -- freezing ----------------------------------------------------------------------------------------
+
+
+def transformer_blocks(model: PreTrainedModel) -> nn.ModuleList:
+    """The base model's list of transformer blocks (the ModuleList as long as ``num_hidden_layers``)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    found = [m for m in model.base_model.modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if len(found) != 1:
+        raise ValueError(f"model.backbone.freeze_layers: cannot tell the {n} transformer blocks of "
+                         f"{type(model.base_model).__name__} apart ({len(found)} candidate lists).")
+    return found[0]
+
+
+def freeze(model: PreTrainedModel, embeddings: bool, layers: int) -> None:
+    """Turn off gradients of the embeddings (base-model parameters before the first block) and of the
+    first ``layers`` blocks."""
+    if not embeddings and layers == 0:
+        return
+    blocks = transformer_blocks(model)
+    if layers > len(blocks):
+        raise ValueError(f"model.backbone.freeze_layers={layers} exceeds the model's {len(blocks)} blocks.")
+    if embeddings:
+        in_blocks = {id(p) for p in blocks.parameters()}
+        for p in model.base_model.parameters():
+            if id(p) in in_blocks:
+                break
+            p.requires_grad_(False)
+    for block in blocks[:layers]:
+        block.requires_grad_(False)

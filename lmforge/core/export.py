@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig, PreTrainedTokenizerFast
+from tokenizers import Tokenizer
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 from lmforge.core.module import CKPT_KEY
 
@@ -38,9 +39,12 @@ def backbone_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
-    """Write ``out_dir`` so that ``AutoModelFor*.from_pretrained(out_dir)`` and
-    ``AutoTokenizer.from_pretrained(out_dir)`` load it offline."""
+def load_model(ckpt_path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """The HF model (in eval mode) and tokenizer of an lmforge checkpoint, as ``lmforge export`` writes them.
+
+    The HF config holds what the objective put there (``id2label``/``label2id``
+    and ``problem_type`` of a classifier), so the model knows its label names.
+    """
     checkpoint = load_checkpoint(ckpt_path)
     saved = checkpoint[CKPT_KEY]
     config_dict = dict(saved["config"])
@@ -52,10 +56,17 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     if really_missing or unexpected:
         raise ValueError(f"{ckpt_path}: weights do not fit the saved config (missing {really_missing}, "
                          f"unexpected {unexpected}).")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(saved["tokenizer"]),
+                                        **saved["tokenizer_config"])
+    return model.eval(), tokenizer
+
+
+def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
+    """Write ``out_dir`` so that ``AutoModelFor*.from_pretrained(out_dir)``,
+    ``AutoTokenizer.from_pretrained(out_dir)`` and ``transformers.pipeline(task,
+    model=out_dir)`` load it offline."""
+    model, tokenizer = load_model(ckpt_path)
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
-    tokenizer_json = out_dir / "tokenizer.json"
-    tokenizer_json.write_text(saved["tokenizer"], encoding="utf-8")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), **saved["tokenizer_config"])
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
