@@ -1,8 +1,11 @@
 """The ``lmforge`` command.
 
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands over
-`LanguageModel` and a DataModule (`TextData` by default); ``recipes``,
-``plugins`` and ``export`` are lmforge's own and import only what they need.
+`LanguageModel` and a DataModule (a `BaseTextData` subclass: `TextData`,
+`LabeledTextData`); ``recipes``, ``plugins`` and ``export`` are lmforge's own
+and import only what they need. ``lmforge predict MODEL --input FILE ...``
+(a path first, not an option) is lmforge's prediction tool; ``lmforge predict
+--config ...`` stays Lightning's subcommand.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lmforge.core import commands
 
         return getattr(commands, argv[0])(argv[1:])
+    if len(argv) > 1 and argv[0] == "predict" and not argv[1].startswith("-"):
+        from lmforge.core import commands
+
+        return commands.predict(argv[1:])
     if argv and argv[0] in ("-V", "--version"):
         from lmforge import __version__
 
@@ -63,7 +70,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
     from torch.optim import Optimizer
 
-    from lmforge.core.data import TextData
+    from lmforge.core import labeled_data  # noqa: F401  (so `class_path: LabeledTextData` resolves)
+    from lmforge.core.data import BaseTextData
     from lmforge.core.module import LanguageModel
     from lmforge.core.registry import registry
 
@@ -99,14 +107,15 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
 
     return LMForgeCLI(
         LanguageModel,
-        TextData,
+        BaseTextData,
         subclass_mode_data=True,
         parser_class=RecipeParser,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         parser_kwargs={
             "default_config_files": [],
-            "description": "Train language models with plugins. Other commands: recipes, plugins, export.",
+            "description": "Train language models with plugins. Other commands: recipes, plugins, export, "
+                           "predict MODEL --input FILE --output FILE.",
             **{cmd: {"default_config_files": []} for cmd in LIGHTNING_SUBCOMMANDS},
         },
         args=args,
