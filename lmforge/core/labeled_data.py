@@ -2,8 +2,9 @@
 
 Rows come from local ``jsonl``/``csv``/``parquet`` files. The recipe names the
 columns; inside lmforge (and for the data-stage plugins) they are renamed to
-``text``, ``text_pair`` (two-sentence tasks) and ``label``. What the label
-column holds decides the task, and the objective checks that it fits:
+``text`` (or ``tokens`` when it holds word lists), ``text_pair`` (two-sentence
+tasks) and ``label``. What the label column holds decides the task, and the
+objective checks that it fits:
 
 ==================================  ============================  ==============================
 ``text`` column                      ``label`` column               kind
@@ -227,7 +228,7 @@ class _Encode:
     def __call__(self, examples: dict[str, list]) -> dict[str, list]:
         tok = self.tokenizer
         if self.kind == "tags":
-            enc = tok(examples["text"], is_split_into_words=True, truncation=True, max_length=self.max_length)
+            enc = tok(examples["tokens"], is_split_into_words=True, truncation=True, max_length=self.max_length)
             tags = [[self.label2id[str(t)] for t in row] for row in examples["label"]]
             labels = [align_labels(enc.word_ids(i), tags[i]) for i in range(len(tags))]
             out = {"labels": labels}
@@ -344,7 +345,7 @@ class LabeledTextData(BaseTextData):
             return
         self._check_objective()
         raw = self._load_splits()
-        kind = label_kind(_feature_type(raw["train"].features["text"]), _feature_type(raw["train"].features["label"]))
+        kind = _kind(raw["train"])
         names = self._label_names(raw["train"], kind)
         for split in ("train", "val"):
             _check_rows(raw[split], kind, names, self._key(split), self.fixed_labels is not None)
@@ -390,7 +391,11 @@ class LabeledTextData(BaseTextData):
             names[self.text_pair_column] = "text_pair"
         clashes = [c for c in rows.column_names if c in names.values() and c not in names]
         rows = rows.remove_columns(clashes)  # e.g. a "label" column next to the chosen label_column
-        return rows.rename_columns({k: v for k, v in names.items() if k != v})
+        rows = rows.rename_columns({k: v for k, v in names.items() if k != v})
+        if _feature_type(rows.features["text"]).startswith("list"):
+            # Word lists are "tokens", so a plugin that rewrites "text" cannot silently misalign the tags.
+            rows = rows.rename_column("text", "tokens")
+        return rows
 
     def _load_splits(self) -> dict[str, datasets.Dataset]:
         train = self._read(self.train_files, "data.train")
@@ -401,7 +406,7 @@ class LabeledTextData(BaseTextData):
             if train_type != val_type and not numbers and "null" not in train_type + val_type:
                 raise DataFileError(f"data.val: labels are {val_type} but data.train's are {train_type}; use one type.")
             return {"train": train, "val": val}
-        kind = label_kind(_feature_type(train.features["text"]), _feature_type(train.features["label"]))
+        kind = _kind(train)
         keys = [str(v) for v in train["label"]] if kind == "class" else ["all"] * len(train)
         train_rows, val_rows = stratified_split(keys, self.val_fraction, self.seed)
         if not val_rows or not train_rows:
@@ -430,10 +435,11 @@ class LabeledTextData(BaseTextData):
 
     def _tokenizer_texts(self, train: datasets.Dataset, kind: LabelKind) -> Iterator[str]:
         """What a trained tokenizer learns from: the texts, the pairs, or the sentences of a word list."""
-        columns = ["text", "text_pair"] if self.text_pair_column is not None else ["text"]
-        for column in columns:
-            for value in train[column]:
-                yield " ".join(value) if kind == "tags" else value
+        if kind == "tags":
+            yield from (" ".join(words) for words in train["tokens"])
+            return
+        for column in ["text", "text_pair"] if self.text_pair_column is not None else ["text"]:
+            yield from train[column]
 
     def _ensure_pad_token(self) -> None:
         tok = self.tokenizer
@@ -464,12 +470,17 @@ class LabeledTextData(BaseTextData):
         return encoded
 
 
+def _kind(rows: datasets.Dataset) -> LabelKind:
+    text = "tokens" if "tokens" in rows.column_names else "text"
+    return label_kind(_feature_type(rows.features[text]), _feature_type(rows.features["label"]))
+
+
 def _check_rows(rows: datasets.Dataset, kind: LabelKind, names: list[str], key: str, fixed: bool) -> None:
     """A clear error for a label that is not among ``names``, or a tag list of the wrong length."""
     if kind == "regression":
         return
     if kind == "tags":
-        for index, (words, tags) in enumerate(zip(rows["text"], rows["label"])):
+        for index, (words, tags) in enumerate(zip(rows["tokens"], rows["label"])):
             if len(words) != len(tags):
                 raise ValueError(f"{key}: row {index + 1} has {len(words)} words but {len(tags)} tags; "
                                  "give one tag per word.")
