@@ -401,10 +401,12 @@ class LabeledTextData(BaseTextData):
         train = self._read(self.train_files, "data.train")
         if self.val_files is not None:
             val = self._read(self.val_files, "data.val")
-            train_type, val_type = (_feature_type(train.features["label"]), _feature_type(val.features["label"]))
-            numbers = {train_type, val_type} == {"float", "int"} and train_type == "float"
-            if train_type != val_type and not numbers and "null" not in train_type + val_type:
-                raise DataFileError(f"data.val: labels are {val_type} but data.train's are {train_type}; use one type.")
+            train_kind, val_kind = _kind(train), _kind(val)
+            val_type = _feature_type(val.features["label"])
+            if train_kind != val_kind and not (train_kind == "regression" and val_type == "int"):
+                train_type = _feature_type(train.features["label"])
+                raise DataFileError(f"data.val: labels are {val_type} ({val_kind}) but data.train's are {train_type} "
+                                    f"({train_kind}); give both files the same kind of label.")
             return {"train": train, "val": val}
         kind = _kind(train)
         keys = [str(v) for v in train["label"]] if kind == "class" else ["all"] * len(train)

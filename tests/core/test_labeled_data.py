@@ -245,7 +245,7 @@ def test_an_empty_file_and_missing_labels_are_errors(tmp_path: Path) -> None:
 def test_labels_of_another_type_in_val_are_refused(tmp_path: Path) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(6))
     val = write_jsonl(tmp_path / "val.jsonl", [{"text": "a", "label": 0.5}])
-    with pytest.raises(DataFileError, match="data.val: labels are float but data.train's are string"):
+    with pytest.raises(DataFileError, match=r"data.val: labels are float \(regression\) but data.train's are string"):
         labeled(tmp_path, train, val)
 
 
