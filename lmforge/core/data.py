@@ -1,5 +1,10 @@
 """TextData: raw text files -> data-stage plugins -> tokens -> packed blocks.
 
+`BaseTextData` holds what every lmforge DataModule shares (the seed, the
+cache, the tokenizer, the data-stage plugin hooks); `TextData` here and
+`lmforge.core.labeled_data.LabeledTextData` differ only in how they read,
+lay out and batch their rows.
+
 Files are read with HF ``datasets`` (``txt``: one document per non-empty
 line; ``jsonl``/``csv``/``parquet``: one document per row, from
 ``text_column``), so tokenization is batched and cached on disk. Packing
@@ -15,7 +20,7 @@ import hashlib
 import logging
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,53 +168,21 @@ def data_plugins(module: Any) -> list[Plugin]:
     return list(module.data_plugins())
 
 
-class TextData(LightningDataModule):
-    """Raw text for language modelling: packed blocks of ``block_size`` tokens.
+class BaseTextData(LightningDataModule):
+    """What lmforge's DataModules share: seed, cache, tokenizer and the data-stage plugins.
 
-    Args:
-        train: Training files: paths or globs (``txt``, ``jsonl``, ``csv``,
-            ``parquet``). ``lmforge:corpus/train.txt`` names a file bundled
-            with lmforge.
-        val: Validation files; when None, ``val_fraction`` of the training
-            documents are held out.
-        val_fraction: Share of training documents held out when ``val`` is None.
-        text_column: Column holding the text in ``jsonl``/``csv``/``parquet`` files.
-        tokenizer: A local tokenizer (``path``) or how to train one (``train``).
-        block_size: Tokens per training example.
-        batch_size: Examples per batch (per device).
-        num_workers: DataLoader worker processes.
-        cache_dir: Where tokenized datasets and trained tokenizers are cached
-            (default ``$LMFORGE_CACHE`` or ``~/.cache/lmforge``).
-        seed: Seed of the data-stage plugins and the shuffling; None takes the
-            run's ``seed_everything``.
+    Subclasses read their splits and lay them out; ``process_text`` and
+    ``sample_weights`` of the model's plugins run here, on whatever columns
+    the subclass's rows have. The recipe's ``data.class_path`` must name a
+    subclass.
     """
 
-    def __init__(
-        self,
-        train: str | list[str],
-        val: str | list[str] | None = None,
-        val_fraction: float = 0.05,
-        text_column: str = "text",
-        tokenizer: TokenizerSpec | None = None,
-        block_size: int = 256,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        cache_dir: str | None = None,
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, tokenizer: TokenizerSpec | None, batch_size: int, num_workers: int, cache_dir: str | None,
+                 seed: int | None) -> None:
         super().__init__()
-        if block_size < 2:
-            raise ValueError(f"data.block_size must be at least 2, got {block_size}.")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}.")
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
-        self.train_files = [train] if isinstance(train, str) else list(train)
-        self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
-        self.val_fraction = val_fraction
-        self.text_column = text_column
         self.tokenizer_spec = tokenizer or TokenizerSpec(train=TokenizerTraining())
-        self.block_size = block_size
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -217,7 +190,6 @@ class TextData(LightningDataModule):
         self.tokenizer: PreTrainedTokenizerBase | None = None
         #: A checkpoint whose tokenizer to use instead of training one (set by the CLI from --ckpt_path).
         self.checkpoint_path: str | None = None
-        self.datasets: dict[str, PackedBlocks] = {}
         self.train_weights: torch.Tensor | None = None
         self._resume_batches = 0
 
@@ -237,19 +209,20 @@ class TextData(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         with self._progress_bars():
             self._build()
+        run_dir = self._run_dir(stage)
+        if run_dir is not None:
+            self.save_with_run(run_dir)
+
+    def _run_dir(self, stage: str | None) -> Path | None:
+        """The run directory on the rank that writes it (global zero, fitting, with a logger)."""
         trainer = self.trainer
         if stage == "fit" and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
-            self.tokenizer.save_pretrained(str(Path(trainer.log_dir) / "tokenizer"))  # the run keeps its tokenizer
+            return Path(trainer.log_dir)
+        return None
 
-    def train_dataloader(self) -> DataLoader:
-        data = self.datasets["train"]
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = ResumableSampler(len(data), self.batch_size, self.seed, rank, world, weights=self.train_weights)
-        if self._resume_batches:  # a mid-epoch checkpoint: continue after the batches it had trained on
-            sampler.skip_batches = self._resume_batches
-            self._resume_batches = 0
-        return self._loader(data, sampler=sampler, drop_last=True)
+    def save_with_run(self, run_dir: Path) -> None:
+        """Write what the run keeps besides its checkpoints (the tokenizer)."""
+        self.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the current epoch (batches this rank has trained on), saved in checkpoints."""
@@ -261,22 +234,29 @@ class TextData(LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume_batches = int(state_dict.get("epoch_batches", 0))
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], shuffle=False)
+    def _build(self) -> None:
+        raise NotImplementedError
 
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
-
-    def _loader(self, data: Dataset, **kwargs: Any) -> DataLoader:
+    def _loader(self, data: Dataset, collate_fn: Any, **kwargs: Any) -> DataLoader:
         return DataLoader(
-            data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate_batch,
+            data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_fn,
             pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
             # The loader's own generator seeds its workers, so starting an epoch draws nothing from the global
             # generator (that dropout uses): a resumed run's dropout masks match the uninterrupted run's.
             generator=torch.Generator().manual_seed(self.seed), **kwargs,
         )
 
-    # -- building --------------------------------------------------------------------------------
+    def _train_loader(self, data: Dataset, collate_fn: Any) -> DataLoader:
+        """Shuffled by the data seed, or drawn by the plugins' sample weights; resumable mid-epoch."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ResumableSampler(len(data), self.batch_size, self.seed, rank, world, weights=self.train_weights)
+        if self._resume_batches:  # a mid-epoch checkpoint: continue after the batches it had trained on
+            sampler.skip_batches = self._resume_batches
+            self._resume_batches = 0
+        return self._loader(data, collate_fn, sampler=sampler, drop_last=True)
+
+    # -- shared building blocks ------------------------------------------------------------------
 
     def _objective(self) -> Any:
         module = self.trainer.lightning_module if self.trainer is not None else None
@@ -293,40 +273,16 @@ class TextData(LightningDataModule):
     def data_files(self) -> dict[str, list[Path]]:
         """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
 
-        The run's record (`lmforge.core.observe.RunConfig`) fingerprints them.
+        The run's record (`lmforge.core.observe.RunConfig`) fingerprints them. Subclasses set
+        ``train_files`` and ``val_files``.
         """
         files = {"data.train": resolve_files(self.train_files, "data.train")}
         if self.val_files is not None:
             files["data.val"] = resolve_files(self.val_files, "data.val")
         return files
 
-    def _build(self) -> None:
-        if self.datasets:
-            return
-        raw = self._load_splits()
-        self.tokenizer = self._get_tokenizer(raw["train"])
-        plugins = self._plugins()
-        for split in ("train", "val"):
-            docs = self._apply_text_plugins(raw[split], split, plugins)
-            if split == "train":
-                self.train_weights = self._sample_weights(docs, plugins)
-            self.datasets[split] = self._layout(docs, split)
-
-    def _load_splits(self) -> dict[str, datasets.Dataset]:
-        cache = str(self.cache_dir / "datasets")
-        train = documents_dataset(resolve_files(self.train_files, "data.train"), self.text_column, "data.train", cache)
-        if self.val_files is not None:
-            val = documents_dataset(resolve_files(self.val_files, "data.val"), self.text_column, "data.val", cache)
-            return {"train": train, "val": val}
-        if len(train) < 2:
-            raise ValueError(
-                f"data.train: {len(train)} document(s) cannot be split into train and validation; "
-                "add documents or give data.val."
-            )
-        parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
-        return {"train": parts["train"], "val": parts["test"]}
-
-    def _get_tokenizer(self, train: datasets.Dataset) -> PreTrainedTokenizerBase:
+    def _get_tokenizer(self, train: datasets.Dataset, texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
+        """Load ``tokenizer.path`` or train one on ``texts`` (default: the ``text`` column of ``train``)."""
         spec = self.tokenizer_spec
         if spec.path is not None:
             return load_tokenizer(spec.path)
@@ -344,7 +300,8 @@ class TextData(LightningDataModule):
         if (directory / "tokenizer.json").exists():
             return load_tokenizer(directory)
         log.info("Training a %s tokenizer (vocab_size=%d) on %d documents", algorithm, training.vocab_size, len(train))
-        tokenizer = train_tokenizer(batched_text(train["text"]), training, algorithm, length=len(train))
+        texts = train["text"] if texts is None else texts
+        tokenizer = train_tokenizer(batched_text(texts), training, algorithm, length=len(train))
         tokenizer.save_pretrained(str(directory))
         return tokenizer
 
@@ -382,6 +339,92 @@ class TextData(LightningDataModule):
                 )
             weights = w if weights is None else weights * w
         return weights
+
+
+class TextData(BaseTextData):
+    """Raw text for language modelling: packed blocks of ``block_size`` tokens.
+
+    Args:
+        train: Training files: paths or globs (``txt``, ``jsonl``, ``csv``,
+            ``parquet``). ``lmforge:corpus/train.txt`` names a file bundled
+            with lmforge.
+        val: Validation files; when None, ``val_fraction`` of the training
+            documents are held out.
+        val_fraction: Share of training documents held out when ``val`` is None.
+        text_column: Column holding the text in ``jsonl``/``csv``/``parquet`` files.
+        tokenizer: A local tokenizer (``path``) or how to train one (``train``).
+        block_size: Tokens per training example.
+        batch_size: Examples per batch (per device).
+        num_workers: DataLoader worker processes.
+        cache_dir: Where tokenized datasets and trained tokenizers are cached
+            (default ``$LMFORGE_CACHE`` or ``~/.cache/lmforge``).
+        seed: Seed of the data-stage plugins and the shuffling; None takes the
+            run's ``seed_everything``.
+    """
+
+    def __init__(
+        self,
+        train: str | list[str],
+        val: str | list[str] | None = None,
+        val_fraction: float = 0.05,
+        text_column: str = "text",
+        tokenizer: TokenizerSpec | None = None,
+        block_size: int = 256,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if block_size < 2:
+            raise ValueError(f"data.block_size must be at least 2, got {block_size}.")
+        super().__init__(tokenizer, batch_size, num_workers, cache_dir, seed)
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
+        self.train_files = [train] if isinstance(train, str) else list(train)
+        self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
+        self.val_fraction = val_fraction
+        self.text_column = text_column
+        self.block_size = block_size
+        self.datasets: dict[str, PackedBlocks] = {}
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        return self._train_loader(self.datasets["train"], _collate_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["val"], _collate_batch, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    # -- building --------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        if self.datasets:
+            return
+        raw = self._load_splits()
+        self.tokenizer = self._get_tokenizer(raw["train"])
+        plugins = self._plugins()
+        for split in ("train", "val"):
+            docs = self._apply_text_plugins(raw[split], split, plugins)
+            if split == "train":
+                self.train_weights = self._sample_weights(docs, plugins)
+            self.datasets[split] = self._layout(docs, split)
+
+    def _load_splits(self) -> dict[str, datasets.Dataset]:
+        cache = str(self.cache_dir / "datasets")
+        train = documents_dataset(resolve_files(self.train_files, "data.train"), self.text_column, "data.train", cache)
+        if self.val_files is not None:
+            val = documents_dataset(resolve_files(self.val_files, "data.val"), self.text_column, "data.val", cache)
+            return {"train": train, "val": val}
+        if len(train) < 2:
+            raise ValueError(
+                f"data.train: {len(train)} document(s) cannot be split into train and validation; "
+                "add documents or give data.val."
+            )
+        parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
+        return {"train": parts["train"], "val": parts["test"]}
 
     def _layout(self, docs: datasets.Dataset, split: str) -> PackedBlocks:
         tokenizer = self.tokenizer
@@ -429,7 +472,15 @@ class _TextStage:
     def __call__(self, examples: dict[str, list], indices: list[int]) -> dict[str, list]:
         first = indices[0] if indices else 0
         rng = random.Random(f"{self.seed}:{self.position}:{type(self.plugin).__name__}:{first}")
-        out = self.plugin.process_text(examples, rng)
+        try:
+            out = self.plugin.process_text(examples, rng)
+        except KeyError as exc:  # a text plugin on data without its column (token-level data has no "text")
+            if exc.args and exc.args[0] not in examples:
+                raise ValueError(
+                    f"{type(self.plugin).__name__}.process_text needs a {exc.args[0]!r} column; this data has "
+                    f"{sorted(examples)}. Remove the plugin from the recipe or use data it applies to."
+                ) from None
+            raise
         lengths = {k: len(v) for k, v in out.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"{type(self.plugin).__name__}.process_text returned columns of unequal length: {lengths}")
