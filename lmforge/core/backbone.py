@@ -108,6 +108,39 @@ def max_positions(config: PretrainedConfig) -> int | None:
     return None
 
 
+def position_limit(spec: Backbone) -> int | None:
+    """The model's number of positions, from its config alone: no tokenizer, no weights.
+
+    Raises the errors `build_config` would (an unknown architecture, a missing pretrained directory), so
+    that a recipe that cannot build fails before any data is read. None when the config cannot be known
+    without more (a spec that builds from a trained model's layers is checked once its config is built).
+    """
+    if getattr(spec, "init_from", None) is not None:
+        return None
+    if spec.checkpoint is not None:  # the checkpoint's saved config (the file's tensors are only mapped)
+        from lmforge.core.export import checkpoint_config, load_checkpoint  # export imports module.py
+
+        config = checkpoint_config(load_checkpoint(spec.checkpoint, mmap=True))
+        config.update(spec.config)
+    elif spec.pretrained is not None:
+        path = Path(spec.pretrained)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"model.backbone.pretrained: {spec.pretrained!r} is not a directory. Give a local HF model "
+                "directory (lmforge does not download models)."
+            )
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True,
+                                            trust_remote_code=spec.trust_remote_code, **spec.config)
+    elif spec.architecture is None:
+        raise ValueError("model.backbone: set either architecture (e.g. gpt2) or pretrained (a local directory).")
+    else:
+        try:
+            config = AutoConfig.for_model(spec.architecture, **spec.config)
+        except ValueError as exc:
+            raise ValueError(f"model.backbone.architecture: {exc}") from None
+    return max_positions(config)
+
+
 def _token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
            "eos_token_id": tokenizer.eos_token_id}

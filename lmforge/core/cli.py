@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import pickle
 import re
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 TOOLS = ("recipes", "plugins", "export", "plot")
@@ -51,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"lmforge {__version__}")
         return 0
+    from lmforge.core.run_paths import ALLOW_FLAG
+
+    allow_outside = ALLOW_FLAG in argv  # a command-line flag only: a recipe cannot grant itself this
+    argv = [a for a in argv if a != ALLOW_FLAG]
     try:
         argv = resolve_config_args(argv)
     except ValueError as exc:
@@ -60,9 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lmforge.core.plugin_checks import PluginCompatibilityError
 
     try:
-        cli = run_cli()
+        cli = run_cli(allow_outside_run_dir=allow_outside)
     except PluginCompatibilityError as exc:  # a recipe error, found before any data is read: no traceback
         print(f"lmforge: error: {exc}", file=sys.stderr)
+        return 2
+    except pickle.UnpicklingError as exc:  # a --ckpt_path that torch.load(weights_only=True) refuses
+        from lmforge.core.export import unsafe_checkpoint_message
+
+        print(f"lmforge: error: --ckpt_path {unsafe_checkpoint_message(_ckpt_path(argv), exc)}", file=sys.stderr)
         return 2
     from lmforge.core.observe.wandb import finish_wandb
 
@@ -111,6 +122,15 @@ def find_command(name: str) -> Any:
     return None
 
 
+def _ckpt_path(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--ckpt_path" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+    return "the checkpoint"
+
+
 def resolve_config_args(argv: list[str]) -> list[str]:
     """Replace ``--config NAME`` with the bundled recipe's path when NAME is not a file."""
     from lmforge.core.recipes import resolve_recipe
@@ -131,12 +151,20 @@ def resolve_config_args(argv: list[str]) -> list[str]:
     return out
 
 
-def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
-    """Build (and by default run) the Lightning CLI; returns the CLI object."""
+def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_dir: bool = False) -> Any:
+    """Build (and by default run) the Lightning CLI; returns the CLI object.
+
+    ``allow_outside_run_dir``: let the recipe's output paths lie outside the working directory
+    (`lmforge.core.run_paths`; ``--allow_outside_run_dir`` on the command line).
+    """
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch import Trainer
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
     from torch.optim import Optimizer
 
     from lmforge.core import labeled_data  # noqa: F401  (so `class_path: LabeledTextData` resolves)
+    from lmforge.core import run_paths
+    from lmforge.core.checkpoint_io import AtomicCheckpointIO
     from lmforge.core.data import BaseTextData
     from lmforge.core.module import LanguageModel
     from lmforge.core.observe.run_config import RunConfig
@@ -168,17 +196,52 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
             parser.cli = self
             return parser
 
-        def _use_checkpoint_tokenizer(self) -> None:
+        def _before_run(self) -> None:
+            # Data settings the model cannot take are a recipe error, reported before any data is read.
+            if hasattr(self.model, "check_data"):
+                try:
+                    self.model.check_data(self.datamodule)
+                except (ValueError, FileNotFoundError) as exc:
+                    self.parser.error(str(exc))
             # A run restored from a checkpoint must tokenize exactly as it was trained.
             ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
             if ckpt_path and hasattr(self.datamodule, "checkpoint_path"):
                 self.datamodule.checkpoint_path = str(ckpt_path)
 
-        before_fit = before_validate = before_test = before_predict = _use_checkpoint_tokenizer
+        before_fit = before_validate = before_test = before_predict = _before_run
 
         def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            self._check_write_paths(config)
+            if config.get("weights_only", False) is None:
+                # Resuming, validating or testing from a checkpoint unpickles tensors and plain types only;
+                # an lmforge checkpoint needs no more (tests/reliability/test_untrusted_files.py).
+                config["weights_only"] = True
             # Logger names, W&B tags and the resumed W&B run id come from the recipe and the checkpoint.
-            prepare_loggers(self.config[self.subcommand] if self.subcommand else self.config, self.subcommand)
+            prepare_loggers(config, self.subcommand)
+
+        def _check_write_paths(self, config: Any) -> None:
+            if allow_outside_run_dir or run_paths.outside_allowed():
+                return
+            outside = run_paths.outside_writes(config.as_dict() if hasattr(config, "as_dict") else config)
+            if outside:
+                self.parser.error(run_paths.outside_writes_message(outside, Path.cwd()))
+
+        def instantiate_classes(self) -> None:
+            # The classes check their arguments when built; say which recipe key a refusal is about, without
+            # a stack trace, as for a parse error.
+            try:
+                super().instantiate_classes()
+            except (ValueError, FileNotFoundError) as exc:
+                config = self.config[self.subcommand] if self.subcommand else self.config
+                self.parser.error(name_recipe_key(str(exc), config.as_dict()))
+
+        def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+            trainer = super().instantiate_trainer(**kwargs)
+            # Checkpoints are written atomically, and a full disk is explained (lmforge.core.checkpoint_io).
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the recipe chose
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            return trainer
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             # The recipe's top-level optimizer/lr_scheduler are handed to the model, which builds them
@@ -206,6 +269,38 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> Any:
         args=args,
         run=run,
     )
+
+
+#: First words of a message that already names the recipe key it is about.
+RECIPE_SECTIONS = ("model", "data", "trainer", "optimizer", "lr_scheduler", "seed_everything", "ckpt_path")
+
+
+def name_recipe_key(message: str, config: dict[str, Any]) -> str:
+    """Prefix an error raised while building a class (``"MaskedLM: mask_probability must ..."``) with the recipe
+    key of that class and argument (``model.objective.init_args.mask_probability``), found in ``config``."""
+    if re.match(rf"^({'|'.join(RECIPE_SECTIONS)})\b", message):
+        return message
+    found = re.match(r"^(\w+): (\w+)", message)
+    if not found:
+        return message
+    class_name, argument = found.groups()
+    for key, node in _class_nodes(config, ""):
+        if node["class_path"].rsplit(".", 1)[-1] == class_name:
+            init_args = node.get("init_args") or {}
+            return f"{key}.init_args.{argument}: {message}" if argument in init_args else f"{key}: {message}"
+    return message
+
+
+def _class_nodes(node: Any, key: str) -> Any:
+    """``(recipe key, node)`` of every ``{class_path: ..., init_args: ...}`` in a parsed recipe."""
+    if isinstance(node, dict):
+        if isinstance(node.get("class_path"), str):
+            yield key, node
+        for name, value in node.items():
+            yield from _class_nodes(value, f"{key}.{name}" if key else name)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _class_nodes(value, f"{key}[{i}]")
 
 
 def _as_dict(init: Any) -> dict[str, Any] | None:
@@ -241,7 +336,22 @@ def explain_error(message: str, valid_keys: list[str], plugins: Any) -> str:
     option = re.search(r"class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", message)
     if option:
         hints.append(_unknown_argument_hint(*option.groups()))
+    hints.extend(_wrong_value_hints(message))
     return "\n".join([*hints, message]) if hints else message
+
+
+def _wrong_value_hints(message: str) -> list[str]:
+    """``data.init_args.batch_size: Expected a <class 'int'>. Got value: sixteen`` from jsonargparse's nested
+    report of a class's argument that has the wrong type."""
+    outer = re.search(r'Parser key "([\w.]+)"', message)
+    if outer is None:
+        return []
+    in_list = "Given value type: <class 'list'>" in message  # a list of plugins: name the class, not an index
+    hints = []
+    for class_path, inner, problem in re.findall(r"class_path '([\w.]+)':\s*Parser key \"(\w+)\":\s*(.+)", message):
+        owner = f"{outer.group(1)}: {class_path.rsplit('.', 1)[-1]}" if in_list else outer.group(1)
+        hints.append(f"{owner}.init_args.{inner}: {problem.strip()}")
+    return hints
 
 
 def _unknown_argument_hint(class_path: str, option: str) -> str:

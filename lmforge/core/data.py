@@ -36,6 +36,7 @@ from lmforge.core.tokenizer import (
     TokenizerSpec,
     TokenizerTraining,
     batched_text,
+    encode_long,
     load_tokenizer,
     tokenizer_from_json,
     train_tokenizer,
@@ -190,6 +191,9 @@ class BaseTextData(LightningDataModule):
         self.tokenizer: PreTrainedTokenizerBase | None = None
         #: A checkpoint whose tokenizer to use instead of training one (set by the CLI from --ckpt_path).
         self.checkpoint_path: str | None = None
+        #: Documents longer than this are tokenized in pieces (`TextData`'s setting; None: whole).
+        self.max_document_chars: int | None = None
+        self.skip_bad_lines = False
         self.train_weights: torch.Tensor | None = None
         self._resume_batches = 0
 
@@ -296,12 +300,13 @@ class BaseTextData(LightningDataModule):
         training = spec.train or TokenizerTraining()
         objective = self._objective()
         algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
-        directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, train._fingerprint)
+        data_key = f"{train._fingerprint}:{self.max_document_chars}"
+        directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, data_key)
         if (directory / "tokenizer.json").exists():
             return load_tokenizer(directory)
         log.info("Training a %s tokenizer (vocab_size=%d) on %d documents", algorithm, training.vocab_size, len(train))
-        texts = train["text"] if texts is None else texts
-        tokenizer = train_tokenizer(batched_text(texts), training, algorithm, length=len(train))
+        texts = batched_text(train["text"] if texts is None else texts, max_chars=self.max_document_chars)
+        tokenizer = train_tokenizer(texts, training, algorithm)
         tokenizer.save_pretrained(str(directory))
         return tokenizer
 
@@ -360,6 +365,13 @@ class TextData(BaseTextData):
             (default ``$LMFORGE_CACHE`` or ``~/.cache/lmforge``).
         seed: Seed of the data-stage plugins and the shuffling; None takes the
             run's ``seed_everything``.
+        max_document_chars: Documents longer than this many characters are
+            tokenized (and the tokenizer trained) in pieces cut just before a
+            space, which keeps memory bounded and gives the whole document's
+            tokens (see docs/reliability.md); None tokenizes every document in
+            one piece, however long.
+        skip_bad_lines: In ``jsonl`` files, skip lines that are not a JSON
+            object (and say how many, per file) instead of stopping at the first.
     """
 
     def __init__(
@@ -374,7 +386,11 @@ class TextData(BaseTextData):
         num_workers: int = 0,
         cache_dir: str | None = None,
         seed: int | None = None,
+        max_document_chars: int | None = 100_000,
+        skip_bad_lines: bool = False,
     ) -> None:
+        if max_document_chars is not None and max_document_chars < 1:
+            raise ValueError(f"data.max_document_chars must be at least 1 (or null), got {max_document_chars}.")
         if block_size < 2:
             raise ValueError(f"data.block_size must be at least 2, got {block_size}.")
         super().__init__(tokenizer, batch_size, num_workers, cache_dir, seed)
@@ -385,6 +401,8 @@ class TextData(BaseTextData):
         self.val_fraction = val_fraction
         self.text_column = text_column
         self.block_size = block_size
+        self.max_document_chars = max_document_chars
+        self.skip_bad_lines = skip_bad_lines
         self.datasets: dict[str, PackedBlocks] = {}
 
     # -- Lightning hooks -------------------------------------------------------------------------
@@ -403,6 +421,9 @@ class TextData(BaseTextData):
     def _build(self) -> None:
         if self.datasets:
             return
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if hasattr(module, "check_data"):
+            module.check_data(self)  # settings the model cannot take fail before any file is read
         raw = self._load_splits()
         self.tokenizer = self._get_tokenizer(raw["train"])
         plugins = self._plugins()
@@ -414,9 +435,10 @@ class TextData(BaseTextData):
 
     def _load_splits(self) -> dict[str, datasets.Dataset]:
         cache = str(self.cache_dir / "datasets")
-        train = documents_dataset(resolve_files(self.train_files, "data.train"), self.text_column, "data.train", cache)
+        read = {"text_column": self.text_column, "cache_dir": cache, "skip_bad_lines": self.skip_bad_lines}
+        train = documents_dataset(resolve_files(self.train_files, "data.train"), key="data.train", **read)
         if self.val_files is not None:
-            val = documents_dataset(resolve_files(self.val_files, "data.val"), self.text_column, "data.val", cache)
+            val = documents_dataset(resolve_files(self.val_files, "data.val"), key="data.val", **read)
             return {"train": train, "val": val}
         if len(train) < 2:
             raise ValueError(
@@ -429,8 +451,9 @@ class TextData(BaseTextData):
     def _layout(self, docs: datasets.Dataset, split: str) -> PackedBlocks:
         tokenizer = self.tokenizer
         tokens = docs.map(
-            _Tokenize(tokenizer), batched=True, remove_columns=docs.column_names,
-            new_fingerprint=_fingerprint(docs._fingerprint, tokenizer.backend_tokenizer.to_str(), "tokenize"),
+            _Tokenize(tokenizer, self.max_document_chars), batched=True, remove_columns=docs.column_names,
+            new_fingerprint=_fingerprint(docs._fingerprint, tokenizer.backend_tokenizer.to_str(), "tokenize",
+                                         self.max_document_chars),
             desc=f"Tokenizing ({split})",
         )
         column = tokens.data.column("input_ids")
@@ -452,14 +475,23 @@ class TextData(BaseTextData):
 
 
 class _Tokenize:
-    """Batched tokenization (a class, not a closure, so ``datasets`` can pickle it)."""
+    """Batched tokenization (a class, not a closure, so ``datasets`` can pickle it); documents longer
+    than ``max_chars`` go through `encode_long`."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_chars: int | None = None) -> None:
         self.tokenizer = tokenizer
+        self.max_chars = max_chars
 
     def __call__(self, examples: dict[str, list]) -> dict[str, list]:
-        ids = self.tokenizer(examples["text"], add_special_tokens=True, return_attention_mask=False,
-                             verbose=False)["input_ids"]
+        texts = examples["text"]
+        long = [i for i, t in enumerate(texts) if self.max_chars is not None and len(t) > self.max_chars]
+        if long:
+            texts = list(texts)
+            for i in long:
+                texts[i] = ""
+        ids = self.tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)["input_ids"]
+        for i in long:
+            ids[i] = encode_long(self.tokenizer, examples["text"][i], self.max_chars)
         return {"input_ids": ids}
 
 

@@ -6,6 +6,8 @@ the tokenizer, so no recipe is needed. Weights are written as safetensors.
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,22 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(unsafe_checkpoint_message(path, exc)) from None
     if CKPT_KEY not in checkpoint:
         raise ValueError(f"{path} is not an lmforge checkpoint (it has no {CKPT_KEY!r} section).")
     return checkpoint
+
+
+def unsafe_checkpoint_message(path: str | Path, exc: Exception) -> str:
+    """Why a checkpoint that ``torch.load(weights_only=True)`` refused is not opened."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    reason = f"it names {found.group(1)}" if found else str(exc).strip().splitlines()[0]
+    return (f"{path}: refusing to load it: it holds pickled objects other than tensors and plain Python values, "
+            f"which could run code when unpickled ({reason}). lmforge checkpoints never need them; open a file "
+            "with torch.load(weights_only=False) only if you trust its source.")
 
 
 def backbone_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

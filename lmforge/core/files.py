@@ -3,19 +3,29 @@
 ``datasets.load_dataset`` does the reading; when it fails, the file at fault
 is found and described (missing, empty, undecodable bytes at an offset,
 malformed JSON on a line, a missing column) instead of a deep stack trace.
+
+``datasets`` keys its cache of a local file by path and modification time, so
+a file edited and given back its old mtime (``cp -p``, ``rsync -t``, ``tar x``)
+would be read from a stale cache. lmforge therefore keeps each set of files'
+cache under the sha256 of their content (`content_key`).
 """
 
 from __future__ import annotations
 
 import codecs
 import glob
+import hashlib
 import json
+import logging
+import os
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import datasets
+
+log = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "lmforge:"
 BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -87,7 +97,8 @@ def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = 
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    return f"{path}, line {number}: malformed JSON ({exc.msg})."
+                    return (f"{path}, line {number}: malformed JSON ({exc.msg}). Fix the line, or set "
+                            "data.skip_bad_lines: true to skip such lines.")
                 for column, key in column_keys.items():
                     if not isinstance(row, dict) or column not in row:
                         return f"{path}, line {number}: no {column!r} field ({key})."
@@ -128,7 +139,8 @@ def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_di
             f"{key}: {files[0].name} is plain text; labeled data needs columns, use jsonl, csv or parquet files."
         )
     try:
-        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                   cache_dir=str(Path(cache_dir) / content_key(files)))
     except Exception as exc:  # datasets wraps reader errors in its own types; find the file at fault
         for path in files:
             problem = diagnose(path, next(iter(column_keys)), column_keys)
@@ -145,13 +157,20 @@ def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_di
     return ds
 
 
-def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: str) -> datasets.Dataset:
-    """Read ``files`` into a dataset with one non-empty document per row in a ``text`` column."""
+def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: str,
+                      skip_bad_lines: bool = False) -> datasets.Dataset:
+    """Read ``files`` into a dataset with one non-empty document per row in a ``text`` column.
+
+    The cache lives under ``cache_dir/<content_key(files)>``. With ``skip_bad_lines``, ``jsonl`` lines that
+    are not a JSON object are left out (`without_bad_lines`), with a warning per file.
+    """
     import datasets
 
     builder = BUILDERS[files[0].suffix.lower()]
+    cache = Path(cache_dir) / content_key(files)
+    read = [without_bad_lines(f, key, cache / "cleaned") for f in files] if skip_bad_lines and builder == "json" else files
     try:
-        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in read], split="train", cache_dir=str(cache))
         if builder != "text":
             ds = _select_text_column(ds, text_column, key, files)
         ds = ds.filter(_non_empty, batched=True, desc="Dropping empty documents")
@@ -166,6 +185,59 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
     if len(ds) == 0:
         raise DataFileError(f"{key}: {[str(f) for f in files]} hold no non-empty documents.")
     return ds
+
+
+def without_bad_lines(path: Path, key: str, directory: Path) -> Path:
+    """A copy of the ``jsonl`` file ``path`` without the lines that are not a JSON object (blank lines aside).
+
+    The copy is written once per content, under ``directory``, beside the numbers of the lines it left out;
+    each call warns with their count. A file without any bad line is returned as it is.
+    """
+    digest = file_sha256(path)
+    clean, skipped_file = directory / f"{digest}.jsonl", directory / f"{digest}.skipped.json"
+    if skipped_file.is_file():
+        skipped = json.loads(skipped_file.read_text())
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        skipped = []
+        partial = clean.with_suffix(f".{os.getpid()}.tmp")
+        with path.open(encoding="utf-8") as src, partial.open("w", encoding="utf-8") as out:
+            for number, line in enumerate(src, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+                if isinstance(row, dict):
+                    out.write(line if line.endswith("\n") else line + "\n")
+                else:
+                    skipped.append(number)
+        os.replace(partial, clean)
+        skipped_file.write_text(json.dumps(skipped))
+    if not skipped:
+        return path
+    shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+    log.warning("%s: skipped %d line(s) of %s that are not a JSON object (lines %s); data.skip_bad_lines is on.",
+                key, len(skipped), path, shown)
+    return clean
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes (read in 1 MiB chunks; see benchmarks/content_hash.py for its cost)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_key(files: list[Path]) -> str:
+    """A key for the content of ``files``, in order: editing any byte of any of them changes it."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()[:16]
 
 
 def _select_text_column(ds: datasets.Dataset, text_column: str, key: str, files: list[Path]) -> datasets.Dataset:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
 
-from lmforge.core.backbone import Backbone, build_backbone, build_config, max_positions
+from lmforge.core.backbone import Backbone, build_backbone, build_config, max_positions, position_limit
 from lmforge.core.plugin_checks import check_plugins, describe, hook_guard, run_order
 from lmforge.core.plugins import (
     Augmenter,
@@ -104,6 +104,7 @@ class LanguageModel(LightningModule):
         self.bias_mitigators = nn.ModuleList(bias_mitigators or [])
         self.distiller = distiller
         self.optimizer_init = optimizer or DEFAULT_OPTIMIZER
+        check_optimizer(self.optimizer_init)
         self.lr_scheduler_init = lr_scheduler
         self.no_weight_decay_1d = no_weight_decay_1d
         self.compile_backbone = compile
@@ -122,6 +123,9 @@ class LanguageModel(LightningModule):
         #: The objective's own torchmetrics (``Objective.epoch_metrics``), created in configure_model.
         self.epoch_metrics = nn.ModuleDict()
         self._check_plugin_names()
+        if backbone.trust_remote_code:
+            # Said when the recipe is read, before any of that code can run (AutoConfig may run it too).
+            log.warning("model.backbone.trust_remote_code is on: code from %s will run.", backbone.pretrained)
 
     # -- plugins ---------------------------------------------------------------------------------
 
@@ -159,9 +163,7 @@ class LanguageModel(LightningModule):
         self.objective.bind_data(self._datamodule())
         config = build_config(self.backbone_spec, self.tokenizer)
         self.objective.build_backbone_config(config)
-        self._check_block_size(config)
-        if self.backbone_spec.trust_remote_code:
-            log.warning("model.backbone.trust_remote_code is on: code from %s will run.", self.backbone_spec.pretrained)
+        self._check_block_size(self._datamodule(), max_positions(config))
         self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
         for plugin in [self.objective, *self.plugins()]:
             with hook_guard(plugin, "setup"):
@@ -207,9 +209,17 @@ class LanguageModel(LightningModule):
             )
         return tokenizer
 
-    def _check_block_size(self, config: Any) -> None:
-        datamodule = self._datamodule()
-        limit = max_positions(config)
+    def check_data(self, datamodule: Any) -> None:
+        """Refuse data settings this model cannot take (``block_size`` or ``max_length`` beyond the backbone's
+        positions).
+
+        `TextData` calls it before it reads any file, so the error comes before tokenization; it needs only
+        the backbone's config, not the tokenizer.
+        """
+        self._check_block_size(datamodule, position_limit(self.backbone_spec))
+
+    @staticmethod
+    def _check_block_size(datamodule: Any, limit: int | None) -> None:
         for key in ("block_size", "max_length"):  # TextData's block, LabeledTextData's truncation length
             length = getattr(datamodule, key, None)
             if isinstance(length, int) and limit is not None and length > limit:
@@ -385,6 +395,7 @@ class LanguageModel(LightningModule):
     # -- checkpoints -----------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._refuse_nonfinite_weights(checkpoint["state_dict"])
         backbone = getattr(self.backbone, "_orig_mod", self.backbone)
         checkpoint[CKPT_KEY] = {
             "auto_model": self.objective.auto_model,
@@ -397,6 +408,26 @@ class LanguageModel(LightningModule):
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         }
+
+    def _refuse_nonfinite_weights(self, state: dict[str, Any]) -> None:
+        """Never write a checkpoint whose weights are NaN or infinite: it would replace a good one.
+
+        A finite loss can still end in non-finite weights (an optimizer update that divides by an epsilon
+        fp16 rounds to zero); this is where such weights would become permanent. All ranks decide together
+        (their shards differ), so that none is left waiting in a collective.
+        """
+        bad = [k for k, v in state.items()
+               if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(_local(v)).all())]
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if not (strategy.reduce_boolean_decision(bool(bad), all=False) if strategy is not None else bool(bad)):
+            return
+        named = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "") if bad else "on another rank"
+        raise NonFiniteWeightsError(
+            f"step {self.global_step}: the weights are no longer finite ({named}); this checkpoint is not written, "
+            "so the checkpoints already written are intact: resume from the last one with --ckpt_path after "
+            "lowering the learning rate or using bf16-mixed or 32-bit precision (pure 16-true training "
+            "rounds the optimizer's epsilon to zero)."
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get(CKPT_KEY)
@@ -427,6 +458,41 @@ class LanguageModel(LightningModule):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """The weights became NaN or infinite; the checkpoint that would hold them is not written."""
+
+
+def _local(tensor: Tensor) -> Tensor:
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor's shard on this rank
+
+
+#: Phrases of torch.optim's argument checks and the recipe key each one is about.
+_OPTIMIZER_PHRASES = {"learning rate": "lr", "epsilon": "eps", "beta": "betas", "weight_decay": "weight_decay",
+                      "momentum": "momentum", "lr_decay": "lr_decay", "rho": "rho", "alpha": "alpha"}
+
+
+def check_optimizer(init: dict[str, Any]) -> None:
+    """Refuse an optimizer the recipe sets up wrongly now, not after the data is tokenized.
+
+    A negative ``lr`` is refused for any optimizer; a ``torch.optim`` optimizer is also built once on a
+    dummy parameter, so its own argument checks (eps, betas, weight_decay, ...) run now, and its error is
+    given with the recipe key it is about.
+    """
+    args = init.get("init_args") or {}
+    lr = args.get("lr")
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr < 0:
+        raise ValueError(f"optimizer.init_args.lr must be >= 0, got {lr}. Set a learning rate such as 3.0e-4.")
+    if not str(init.get("class_path", "")).startswith("torch.optim."):
+        return  # third-party optimizers may need a device or more than a dummy parameter to be built
+    try:
+        instantiate_class([nn.Parameter(torch.zeros(1))], init)
+    except ValueError as exc:
+        message = str(exc)
+        name = next((k for phrase, k in _OPTIMIZER_PHRASES.items() if phrase in message.lower()), None)
+        key = f"optimizer.init_args.{name}" if name else "optimizer.init_args"
+        raise ValueError(f"{key}: {init['class_path']} refuses it: {message}.") from None
 
 
 def gradient_norm(grads: list[Tensor]) -> Tensor:

@@ -10,6 +10,11 @@ with ``AutoTokenizer.from_pretrained`` offline.
 - ``wordpiece``: lower-cased WordPiece (BERT style). Each document is
   ``[CLS] ... [SEP]``; a text pair is ``[CLS] A [SEP] B [SEP]`` with
   ``token_type_ids`` 0 then 1.
+
+A document longer than ``max_chars`` characters (a whole book on one line) is
+trained on and tokenized in pieces cut just before a space (`split_long_text`),
+so that memory stays bounded and the fast tokenizer's threads share the work;
+the pieces' tokens are the whole document's (`encode_long`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 Algorithm = Literal["bpe", "wordpiece"]
@@ -149,15 +155,75 @@ def training_cache_key(training: TokenizerTraining, algorithm: str, data_fingerp
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def batched_text(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+def batched_text(texts: Iterable[str], size: int = 1000, max_chars: int | None = None) -> Iterator[list[str]]:
+    """``texts`` in lists of ``size``; documents longer than ``max_chars`` as their `split_long_text` pieces."""
     batch: list[str] = []
     for text in texts:
-        batch.append(text)
-        if len(batch) == size:
-            yield batch
-            batch = []
+        pieces = split_long_text(text, max_chars) if max_chars and len(text) > max_chars else (text,)
+        for piece in pieces:
+            batch.append(piece)
+            if len(batch) == size:
+                yield batch
+                batch = []
     if batch:
         yield batch
+
+
+def split_long_text(text: str, max_chars: int) -> Iterator[str]:
+    """Cut ``text`` into pieces of at most ``max_chars`` characters that join back into ``text``.
+
+    Each cut falls just before a space (U+0020) that precedes a non-space character, the one place where
+    both the GPT-2 byte-level and the BERT pre-tokenizers always split: the space opens the next word
+    (`` word``), and no pre-token reaches across it. So the pieces' pre-tokens, hence their tokens, are
+    exactly the whole text's. A stretch of ``max_chars`` characters without such a space is cut where the
+    limit falls; only there may the tokens differ from the whole text's.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}.")
+    start, end_of_text = 0, len(text)
+    while end_of_text - start > max_chars:
+        limit = start + max_chars  # the piece is text[start:cut] with start < cut <= limit
+        cut = text.rfind(" ", start + 1, limit + 1)
+        while cut > start and (cut + 1 == end_of_text or text[cut + 1].isspace()):
+            cut = text.rfind(" ", start + 1, cut)
+        if cut <= start:
+            cut = limit
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a document (``[CLS]``/``[SEP]``, EOS)."""
+    encoding = tokenizer.backend_tokenizer.encode("a", add_special_tokens=True)
+    ids, sequence = encoding.ids, encoding.sequence_ids  # sequence id None marks an added special token
+    inside = [i for i, s in enumerate(sequence) if s is not None]
+    if not inside:
+        return [], []
+    return ids[: inside[0]], ids[inside[-1] + 1:]
+
+
+def encode_long(tokenizer: PreTrainedTokenizerBase, text: str, max_chars: int, group_chars: int = 1 << 20) -> np.ndarray:
+    """The token ids of one long document with its special tokens, as ``tokenizer(text)`` gives them.
+
+    The text is encoded in `split_long_text` pieces, ``group_chars`` characters of them per call, so that
+    only one group's encodings (offsets, token strings) are in memory at a time.
+    """
+    backend = tokenizer.backend_tokenizer
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # _fast: no offsets (tokenizers >= 0.21)
+    prefix, suffix = special_affixes(tokenizer)
+    parts = [np.asarray(prefix, dtype=np.int64)]
+    group: list[str] = []
+    size = 0
+    for piece in [*split_long_text(text, max_chars), None]:
+        if piece is not None:
+            group.append(piece)
+            size += len(piece)
+        if group and (piece is None or size >= group_chars):
+            parts.extend(np.asarray(e.ids, dtype=np.int64) for e in encode(group, add_special_tokens=False))
+            group, size = [], 0
+    parts.append(np.asarray(suffix, dtype=np.int64))
+    return np.concatenate(parts)
 
 
 def special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
