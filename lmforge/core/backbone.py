@@ -1,10 +1,13 @@
 """The backbone: an HF ``transformers`` model, built from a config, loaded
-from a local pretrained directory, or built from a subset of a trained
-model's layers (DistilBERT's student initialization). Nothing is downloaded."""
+from a local pretrained directory, built from a subset of a trained model's
+layers (DistilBERT's student initialization), or started from the weights of an
+lmforge checkpoint (fine-tuning after ``lmforge fit --config mlm-pretrain``).
+Nothing is downloaded."""
 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,8 @@ from typing import Any
 import transformers
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 #: Config keys under which architectures store their maximum sequence length.
 POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")
@@ -42,6 +47,15 @@ class Backbone:
         layers: The blocks of ``init_from`` the student keeps, in order,
             counted from 0 (the embeddings are not a block); default every
             other one: 0, 2, 4, ...
+        checkpoint: An lmforge checkpoint (``.ckpt``, e.g. a pre-training
+            run's ``checkpoints/last.ckpt``) to start from: its saved config
+            replaces ``architecture`` (``config`` still overrides, e.g. dropout),
+            the base model's weights are loaded and the objective's head is new
+            (a pre-training head is dropped). Give the run's tokenizer too
+            (``data.init_args.tokenizer.path: runs/<name>/version_N/tokenizer``).
+        freeze_embeddings: Keep the base model's embeddings (everything before
+            the first block) fixed.
+        freeze_layers: Keep the first N transformer blocks fixed.
     """
 
     architecture: str | None = "gpt2"
@@ -51,6 +65,39 @@ class Backbone:
     attn_implementation: str | None = "sdpa"
     init_from: str | None = None
     layers: list[int] | None = None
+    checkpoint: str | None = None
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.freeze_layers < 0:
+            raise ValueError(f"model.backbone.freeze_layers must be >= 0, got {self.freeze_layers}.")
+        if self.checkpoint is not None and self.pretrained is not None:
+            raise ValueError("model.backbone: set checkpoint (an lmforge .ckpt) or pretrained (an HF directory), "
+                             "not both.")
+        if self.checkpoint is not None and self.init_from is not None:
+            raise ValueError("model.backbone: set checkpoint (start from a whole model) or init_from (build a student "
+                             "from some of its blocks), not both.")
+
+
+@dataclass
+class LoadReport:
+    """What `load_base_weights` did, by parameter name (base-model names, without the prefix).
+
+    Attributes:
+        loaded: Base-model weights taken from the checkpoint.
+        missing: Base-model weights the checkpoint lacks (newly initialised,
+            e.g. BERT's pooler after masked-LM pre-training).
+        unexpected: Base-model weights in the checkpoint this model has no place for.
+        dropped: Checkpoint weights outside the base model (the pre-training head).
+        new_head: Weights outside the base model in this model (the new head).
+    """
+
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+    dropped: list[str]
+    new_head: list[str]
 
 
 def max_positions(config: PretrainedConfig) -> int | None:
@@ -70,7 +117,12 @@ def position_limit(spec: Backbone) -> int | None:
     """
     if getattr(spec, "init_from", None) is not None:
         return None
-    if spec.pretrained is not None:
+    if spec.checkpoint is not None:  # the checkpoint's saved config (the file's tensors are only mapped)
+        from lmforge.core.export import checkpoint_config, load_checkpoint  # export imports module.py
+
+        config = checkpoint_config(load_checkpoint(spec.checkpoint, mmap=True))
+        config.update(spec.config)
+    elif spec.pretrained is not None:
         path = Path(spec.pretrained)
         if not path.is_dir():
             raise FileNotFoundError(
@@ -99,6 +151,8 @@ def build_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> Pretrain
     """The HF config for ``spec``, with the tokenizer's vocabulary and ids."""
     if spec.init_from is not None:
         return _student_config(spec, tokenizer)
+    if spec.checkpoint is not None:
+        return _checkpoint_config(spec, tokenizer)
     if spec.pretrained is not None:
         path = Path(spec.pretrained)
         if not path.is_dir():
@@ -125,16 +179,20 @@ def build_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> Pretrain
 
 
 def build_backbone(spec: Backbone, auto_model: str, config: PretrainedConfig) -> PreTrainedModel:
-    """Instantiate the model with ``transformers.<auto_model>``."""
+    """Instantiate the model with ``transformers.<auto_model>``, load its weights and freeze what ``spec`` asks."""
     auto = getattr(transformers, auto_model)
     kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
     if spec.attn_implementation is not None:
         kwargs["attn_implementation"] = spec.attn_implementation
     if spec.pretrained is not None:
-        return auto.from_pretrained(spec.pretrained, config=config, local_files_only=True, **kwargs)
-    model = auto.from_config(config, **kwargs)
+        model = auto.from_pretrained(spec.pretrained, config=config, local_files_only=True, **kwargs)
+    else:
+        model = auto.from_config(config, **kwargs)
     if spec.init_from is not None:
         _copy_teacher_weights(spec, auto_model, model)
+    if spec.checkpoint is not None:
+        _log_report(load_base_weights(model, spec.checkpoint), spec.checkpoint)
+    freeze(model, spec.freeze_embeddings, spec.freeze_layers)
     return model
 
 
@@ -222,3 +280,103 @@ def _copy_teacher_weights(spec: Backbone, auto_model: str, student: PreTrainedMo
     if missing or unexpected:
         raise ValueError(f"{INIT_KEY}: the student does not fit the weights of {spec.init_from} "
                          f"(missing {missing}, unexpected {unexpected}).")
+
+
+# -- starting from an lmforge checkpoint ----------------------------------------------------------
+
+
+def _checkpoint_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    from tokenizers import Tokenizer
+
+    from lmforge.core.export import CKPT_KEY, checkpoint_config, load_checkpoint  # export imports module.py
+
+    checkpoint = load_checkpoint(spec.checkpoint, mmap=True)
+    saved = checkpoint[CKPT_KEY]
+    vocab = Tokenizer.from_str(saved["tokenizer"]).get_vocab()
+    if vocab != tokenizer.backend_tokenizer.get_vocab():
+        raise ValueError(
+            f"model.backbone.checkpoint: {spec.checkpoint} was trained with another tokenizer ({len(vocab)} tokens) "
+            f"than data.tokenizer ({len(tokenizer)} tokens); set data.init_args.tokenizer.path to that run's "
+            "tokenizer/ directory (runs/<name>/version_N/tokenizer)."
+        )
+    config = checkpoint_config(checkpoint)
+    config.update(spec.config)
+    return config
+
+
+def load_base_weights(model: PreTrainedModel, checkpoint_path: str | Path) -> LoadReport:
+    """Load the base-model weights of an lmforge checkpoint into ``model``; its head stays as initialised.
+
+    Parameters are matched by name under the base-model prefix (``bert.``,
+    ``transformer.``, ``model.``), so a masked- or causal-LM checkpoint starts a
+    sequence or token classifier of the same architecture.
+    """
+    from lmforge.core.export import backbone_state_dict, load_checkpoint
+
+    state = backbone_state_dict(load_checkpoint(checkpoint_path))
+    prefix = model.base_model_prefix + "."
+    base = model.base_model
+    if base is model:  # a bare base model (AutoModel): the checkpoint's head is all there is to drop
+        raise ValueError(f"model.backbone.checkpoint: {type(model).__name__} has no head; use an objective whose "
+                         "auto_model adds one.")
+    base_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not base_state:
+        raise ValueError(
+            f"model.backbone.checkpoint: {checkpoint_path} holds no weights under {prefix!r}, the base model of "
+            f"{type(model).__name__}; its weights start with {sorted({k.split('.')[0] for k in state})}. "
+            "Start from a checkpoint of the same architecture."
+        )
+    try:
+        missing, unexpected = base.load_state_dict(base_state, strict=False)
+    except RuntimeError as exc:  # shape mismatches are raised even with strict=False
+        raise ValueError(
+            f"model.backbone.checkpoint: {checkpoint_path} does not fit this backbone: {exc}. Keep the size "
+            "settings of model.backbone.config as they were in pre-training."
+        ) from None
+    head = [k for k in model.state_dict() if not k.startswith(prefix)]
+    return LoadReport(loaded=sorted(set(base_state) - set(unexpected)), missing=sorted(missing),
+                      unexpected=sorted(unexpected), dropped=sorted(k for k in state if not k.startswith(prefix)),
+                      new_head=sorted(head))
+
+
+def _log_report(report: LoadReport, path: str) -> None:
+    log.info("model.backbone.checkpoint: loaded %d base-model tensors from %s; new head: %s; dropped from the "
+             "checkpoint: %s", len(report.loaded), path, ", ".join(report.new_head) or "none",
+             ", ".join(report.dropped) or "none")
+    if report.missing:
+        log.warning("model.backbone.checkpoint: %s lacks these base-model weights, newly initialised: %s",
+                    path, ", ".join(report.missing))
+    if report.unexpected:
+        log.warning("model.backbone.checkpoint: %s has base-model weights this model does not use: %s",
+                    path, ", ".join(report.unexpected))
+
+
+# -- freezing ----------------------------------------------------------------------------------------
+
+
+def transformer_blocks(model: PreTrainedModel) -> nn.ModuleList:
+    """The base model's list of transformer blocks (the ModuleList as long as ``num_hidden_layers``)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    found = [m for m in model.base_model.modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if len(found) != 1:
+        raise ValueError(f"model.backbone.freeze_layers: cannot tell the {n} transformer blocks of "
+                         f"{type(model.base_model).__name__} apart ({len(found)} candidate lists).")
+    return found[0]
+
+
+def freeze(model: PreTrainedModel, embeddings: bool, layers: int) -> None:
+    """Turn off gradients of the embeddings (base-model parameters before the first block) and of the
+    first ``layers`` blocks."""
+    if not embeddings and layers == 0:
+        return
+    blocks = transformer_blocks(model)
+    if layers > len(blocks):
+        raise ValueError(f"model.backbone.freeze_layers={layers} exceeds the model's {len(blocks)} blocks.")
+    if embeddings:
+        in_blocks = {id(p) for p in blocks.parameters()}
+        for p in model.base_model.parameters():
+            if id(p) in in_blocks:
+                break
+            p.requires_grad_(False)
+    for block in blocks[:layers]:
+        block.requires_grad_(False)

@@ -1,9 +1,11 @@
 """The ``lmforge`` command.
 
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands over
-`LanguageModel` and a DataModule (`TextData` by default); ``recipes``,
-``plugins``, ``export`` and ``plot`` are lmforge's own and import only what
-they need.
+`LanguageModel` and a DataModule (a `BaseTextData` subclass: `TextData` by
+default, `LabeledTextData`); ``recipes``, ``plugins``, ``export`` and ``plot``
+are lmforge's own and import only what they need. ``lmforge predict MODEL
+--input FILE ...`` (a path first, not an option) is lmforge's prediction tool;
+``lmforge predict --config ...`` stays Lightning's subcommand.
 
 ``--plugins A,B`` (anywhere on the command line, for any command) loads only
 the built-in plugins and the third-party ones named; ``--plugins ""`` loads
@@ -38,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lmforge.core import commands
 
         return getattr(commands, argv[0])(argv[1:])
+    if len(argv) > 1 and argv[0] == "predict" and not argv[1].startswith("-"):
+        from lmforge.core import commands
+
+        return commands.predict(argv[1:])
     if argv and argv[0] not in LIGHTNING_SUBCOMMANDS and not argv[0].startswith("-"):
         command = find_command(argv[0])
         if command is not None:
@@ -156,9 +162,10 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
     from torch.optim import Optimizer
 
+    from lmforge.core import labeled_data  # noqa: F401  (so `class_path: LabeledTextData` resolves)
     from lmforge.core import run_paths
     from lmforge.core.checkpoint_io import AtomicCheckpointIO
-    from lmforge.core.data import TextData
+    from lmforge.core.data import BaseTextData
     from lmforge.core.module import LanguageModel
     from lmforge.core.observe.run_config import RunConfig
     from lmforge.core.observe.wandb import prepare_loggers
@@ -250,7 +257,7 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
 
     return LMForgeCLI(
         LanguageModel,
-        TextData,
+        BaseTextData,
         subclass_mode_data=True,
         parser_class=RecipeParser,
         save_config_callback=RunConfig,
@@ -259,7 +266,8 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
         auto_configure_optimizers=False,
         parser_kwargs={
             "default_config_files": [],
-            "description": "Train language models with plugins. Other commands: recipes, plugins, export, plot.",
+            "description": "Train language models with plugins. Other commands: recipes, plugins, export, "
+                           "plot, predict MODEL --input FILE --output FILE.",
             **{cmd: {"default_config_files": []} for cmd in LIGHTNING_SUBCOMMANDS},
         },
         args=args,

@@ -1,4 +1,4 @@
-"""``lmforge recipes``, ``lmforge plugins``, ``lmforge export`` and ``lmforge plot``."""
+"""``lmforge recipes``, ``lmforge plugins``, ``lmforge export``, ``lmforge plot`` and ``lmforge predict MODEL``."""
 
 from __future__ import annotations
 
@@ -92,4 +92,35 @@ def plot(argv: list[str]) -> int:
         return 2
     for path in written:
         print(path)
+    return 0
+
+
+def predict(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge predict",
+        description="Label a file with a fine-tuned classifier or tagger and write the predictions as jsonl "
+                    "(label names and probabilities). `lmforge predict --config ...` is Lightning's predict "
+                    "subcommand instead.",
+    )
+    parser.add_argument("model", help="an lmforge checkpoint (.ckpt) or an exported model directory")
+    parser.add_argument("--input", required=True, help="txt (one text per line), jsonl, csv or parquet file")
+    parser.add_argument("--output", required=True, help="where to write the predictions (jsonl)")
+    parser.add_argument("--text-column", default="text",
+                        help="column with the text, or with the word list for a tagger (default: text)")
+    parser.add_argument("--text-pair-column", default=None, help="column with the second text of a pair")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="truncate inputs to this many tokens (default: the model's positions)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    args = parser.parse_args(argv)
+    from lmforge.core.files import DataFileError
+    from lmforge.core.predict import predict_file
+
+    try:
+        n = predict_file(args.model, args.input, args.output, args.text_column, args.text_pair_column,
+                         args.batch_size, args.max_length, args.device)
+    except (FileNotFoundError, ValueError, DataFileError) as exc:
+        print(f"lmforge predict: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {n} predictions to {args.output}")
     return 0

@@ -1,5 +1,10 @@
 """TextData: raw text files -> data-stage plugins -> tokens -> packed blocks.
 
+`BaseTextData` holds what every lmforge DataModule shares (the seed, the
+cache, the tokenizer, the data-stage plugin hooks); `TextData` here and
+`lmforge.core.labeled_data.LabeledTextData` differ only in how they read,
+lay out and batch their rows.
+
 Files are read with HF ``datasets`` (``txt``: one document per non-empty
 line; ``jsonl``/``csv``/``parquet``: one document per row, from
 ``text_column``), so tokenization is batched and cached on disk. Packing
@@ -15,7 +20,7 @@ import hashlib
 import logging
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,7 +169,184 @@ def data_plugins(module: Any) -> list[Plugin]:
     return list(module.data_plugins())
 
 
-class TextData(LightningDataModule):
+class BaseTextData(LightningDataModule):
+    """What lmforge's DataModules share: seed, cache, tokenizer and the data-stage plugins.
+
+    Subclasses read their splits and lay them out; ``process_text`` and
+    ``sample_weights`` of the model's plugins run here, on whatever columns
+    the subclass's rows have. The recipe's ``data.class_path`` must name a
+    subclass.
+    """
+
+    def __init__(self, tokenizer: TokenizerSpec | None, batch_size: int, num_workers: int, cache_dir: str | None,
+                 seed: int | None) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}.")
+        self.tokenizer_spec = tokenizer or TokenizerSpec(train=TokenizerTraining())
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._seed = seed
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        #: A checkpoint whose tokenizer to use instead of training one (set by the CLI from --ckpt_path).
+        self.checkpoint_path: str | None = None
+        #: Documents longer than this are tokenized in pieces (`TextData`'s setting; None: whole).
+        self.max_document_chars: int | None = None
+        self.skip_bad_lines = False
+        self.train_weights: torch.Tensor | None = None
+        self._resume_batches = 0
+
+    @property
+    def seed(self) -> int:
+        if self._seed is not None:
+            return self._seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        # Rank 0 fills the caches (trained tokenizer, tokenized splits); `setup` on every rank reads them.
+        with self._progress_bars():
+            self._build()
+
+    def setup(self, stage: str | None = None) -> None:
+        with self._progress_bars():
+            self._build()
+        run_dir = self._run_dir(stage)
+        if run_dir is not None:
+            self.save_with_run(run_dir)
+
+    def _run_dir(self, stage: str | None) -> Path | None:
+        """The run directory on the rank that writes it (global zero, fitting, with a logger)."""
+        trainer = self.trainer
+        if stage == "fit" and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
+            return Path(trainer.log_dir)
+        return None
+
+    def save_with_run(self, run_dir: Path) -> None:
+        """Write what the run keeps besides its checkpoints (the tokenizer)."""
+        self.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the current epoch (batches this rank has trained on), saved in checkpoints."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        return {"epoch_batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_batches = int(state_dict.get("epoch_batches", 0))
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _loader(self, data: Dataset, collate_fn: Any, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_fn,
+            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+            # The loader's own generator seeds its workers, so starting an epoch draws nothing from the global
+            # generator (that dropout uses): a resumed run's dropout masks match the uninterrupted run's.
+            generator=torch.Generator().manual_seed(self.seed), **kwargs,
+        )
+
+    def _train_loader(self, data: Dataset, collate_fn: Any) -> DataLoader:
+        """Shuffled by the data seed, or drawn by the plugins' sample weights; resumable mid-epoch."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ResumableSampler(len(data), self.batch_size, self.seed, rank, world, weights=self.train_weights)
+        if self._resume_batches:  # a mid-epoch checkpoint: continue after the batches it had trained on
+            sampler.skip_batches = self._resume_batches
+            self._resume_batches = 0
+        return self._loader(data, collate_fn, sampler=sampler, drop_last=True)
+
+    # -- shared building blocks ------------------------------------------------------------------
+
+    def _objective(self) -> Any:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(module, "objective", None)
+
+    def _plugins(self) -> list[Plugin]:
+        return data_plugins(self.trainer.lightning_module if self.trainer is not None else None)
+
+    def _progress_bars(self) -> contextlib.AbstractContextManager[None]:
+        # `--trainer.enable_progress_bar false` silences the tokenization and preparation bars too.
+        quiet = self.trainer is not None and getattr(self.trainer, "progress_bar_callback", True) is None
+        return _datasets_progress_bars(enabled=not quiet)
+
+    def data_files(self) -> dict[str, list[Path]]:
+        """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
+
+        The run's record (`lmforge.core.observe.RunConfig`) fingerprints them. Subclasses set
+        ``train_files`` and ``val_files``.
+        """
+        files = {"data.train": resolve_files(self.train_files, "data.train")}
+        if self.val_files is not None:
+            files["data.val"] = resolve_files(self.val_files, "data.val")
+        return files
+
+    def _get_tokenizer(self, train: datasets.Dataset, texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
+        """Load ``tokenizer.path`` or train one on ``texts`` (default: the ``text`` column of ``train``)."""
+        spec = self.tokenizer_spec
+        if spec.path is not None:
+            return load_tokenizer(spec.path)
+        if self.checkpoint_path and Path(self.checkpoint_path).is_file():
+            # Validating, testing or resuming: the tokenizer the checkpoint was trained with.
+            from lmforge.core.export import load_checkpoint
+            from lmforge.core.module import CKPT_KEY
+
+            saved = load_checkpoint(self.checkpoint_path, mmap=True)[CKPT_KEY]
+            return tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"])
+        training = spec.train or TokenizerTraining()
+        objective = self._objective()
+        algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
+        data_key = f"{train._fingerprint}:{self.max_document_chars}"
+        directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, data_key)
+        if (directory / "tokenizer.json").exists():
+            return load_tokenizer(directory)
+        log.info("Training a %s tokenizer (vocab_size=%d) on %d documents", algorithm, training.vocab_size, len(train))
+        texts = batched_text(train["text"] if texts is None else texts, max_chars=self.max_document_chars)
+        tokenizer = train_tokenizer(texts, training, algorithm)
+        tokenizer.save_pretrained(str(directory))
+        return tokenizer
+
+    def _apply_text_plugins(self, docs: datasets.Dataset, split: str, plugins: list[Plugin]) -> datasets.Dataset:
+        for position, plugin in enumerate(plugins):
+            if not overrides(plugin, "process_text"):
+                continue
+            splits = ("train",) if isinstance(plugin, Augmenter) else plugin.splits
+            if split not in splits:
+                continue
+            with hook_guard(plugin, "process_text"):
+                docs = docs.map(
+                    _TextStage(plugin, self.seed, position), batched=True, with_indices=True,
+                    new_fingerprint=_fingerprint(docs._fingerprint, plugin, self.seed, position),
+                    desc=f"{type(plugin).__name__} ({split})",
+                )
+            if len(docs) == 0:
+                raise ValueError(f"{type(plugin).__name__} left no {split} documents; check its settings.")
+        return docs
+
+    def _sample_weights(self, docs: datasets.Dataset, plugins: list[Plugin]) -> torch.Tensor | None:
+        weights = None
+        for plugin in plugins:
+            if not overrides(plugin, "sample_weights"):
+                continue
+            with hook_guard(plugin, "sample_weights"):
+                w = plugin.sample_weights(docs)
+            if w is None:
+                continue
+            w = torch.as_tensor(w, dtype=torch.double)
+            if w.shape != (len(docs),) or bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
+                raise ValueError(
+                    f"{type(plugin).__name__}.sample_weights must return {len(docs)} finite, non-negative "
+                    f"weights, got shape {tuple(w.shape)}."
+                )
+            weights = w if weights is None else weights * w
+        return weights
+
+
+class TextData(BaseTextData):
     """Raw text for language modelling: packed blocks of ``block_size`` tokens.
 
     Args:
@@ -207,112 +389,34 @@ class TextData(LightningDataModule):
         max_document_chars: int | None = 100_000,
         skip_bad_lines: bool = False,
     ) -> None:
-        super().__init__()
         if max_document_chars is not None and max_document_chars < 1:
             raise ValueError(f"data.max_document_chars must be at least 1 (or null), got {max_document_chars}.")
         if block_size < 2:
             raise ValueError(f"data.block_size must be at least 2, got {block_size}.")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}.")
+        super().__init__(tokenizer, batch_size, num_workers, cache_dir, seed)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
         self.train_files = [train] if isinstance(train, str) else list(train)
         self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
         self.val_fraction = val_fraction
         self.text_column = text_column
-        self.tokenizer_spec = tokenizer or TokenizerSpec(train=TokenizerTraining())
         self.block_size = block_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self._seed = seed
         self.max_document_chars = max_document_chars
         self.skip_bad_lines = skip_bad_lines
-        self.tokenizer: PreTrainedTokenizerBase | None = None
-        #: A checkpoint whose tokenizer to use instead of training one (set by the CLI from --ckpt_path).
-        self.checkpoint_path: str | None = None
         self.datasets: dict[str, PackedBlocks] = {}
-        self.train_weights: torch.Tensor | None = None
-        self._resume_batches = 0
-
-    @property
-    def seed(self) -> int:
-        if self._seed is not None:
-            return self._seed
-        return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     # -- Lightning hooks -------------------------------------------------------------------------
 
-    def prepare_data(self) -> None:
-        # Rank 0 fills the caches (trained tokenizer, tokenized splits); `setup` on every rank reads them.
-        with self._progress_bars():
-            self._build()
-
-    def setup(self, stage: str | None = None) -> None:
-        with self._progress_bars():
-            self._build()
-        trainer = self.trainer
-        if stage == "fit" and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
-            self.tokenizer.save_pretrained(str(Path(trainer.log_dir) / "tokenizer"))  # the run keeps its tokenizer
-
     def train_dataloader(self) -> DataLoader:
-        data = self.datasets["train"]
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = ResumableSampler(len(data), self.batch_size, self.seed, rank, world, weights=self.train_weights)
-        if self._resume_batches:  # a mid-epoch checkpoint: continue after the batches it had trained on
-            sampler.skip_batches = self._resume_batches
-            self._resume_batches = 0
-        return self._loader(data, sampler=sampler, drop_last=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The position in the current epoch (batches this rank has trained on), saved in checkpoints."""
-        trainer = self.trainer
-        if trainer is None or trainer.state.fn != "fit":
-            return {}
-        return {"epoch_batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume_batches = int(state_dict.get("epoch_batches", 0))
+        return self._train_loader(self.datasets["train"], _collate_batch)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], shuffle=False)
+        return self._loader(self.datasets["val"], _collate_batch, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def _loader(self, data: Dataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(
-            data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate_batch,
-            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
-            # The loader's own generator seeds its workers, so starting an epoch draws nothing from the global
-            # generator (that dropout uses): a resumed run's dropout masks match the uninterrupted run's.
-            generator=torch.Generator().manual_seed(self.seed), **kwargs,
-        )
-
     # -- building --------------------------------------------------------------------------------
-
-    def _objective(self) -> Any:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        return getattr(module, "objective", None)
-
-    def _plugins(self) -> list[Plugin]:
-        return data_plugins(self.trainer.lightning_module if self.trainer is not None else None)
-
-    def _progress_bars(self) -> contextlib.AbstractContextManager[None]:
-        # `--trainer.enable_progress_bar false` silences the tokenization and preparation bars too.
-        quiet = self.trainer is not None and getattr(self.trainer, "progress_bar_callback", True) is None
-        return _datasets_progress_bars(enabled=not quiet)
-
-    def data_files(self) -> dict[str, list[Path]]:
-        """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
-
-        The run's record (`lmforge.core.observe.RunConfig`) fingerprints them.
-        """
-        files = {"data.train": resolve_files(self.train_files, "data.train")}
-        if self.val_files is not None:
-            files["data.val"] = resolve_files(self.val_files, "data.val")
-        return files
 
     def _build(self) -> None:
         if self.datasets:
@@ -343,65 +447,6 @@ class TextData(LightningDataModule):
             )
         parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
         return {"train": parts["train"], "val": parts["test"]}
-
-    def _get_tokenizer(self, train: datasets.Dataset) -> PreTrainedTokenizerBase:
-        spec = self.tokenizer_spec
-        if spec.path is not None:
-            return load_tokenizer(spec.path)
-        if self.checkpoint_path and Path(self.checkpoint_path).is_file():
-            # Validating, testing or resuming: the tokenizer the checkpoint was trained with.
-            from lmforge.core.export import load_checkpoint
-            from lmforge.core.module import CKPT_KEY
-
-            saved = load_checkpoint(self.checkpoint_path, mmap=True)[CKPT_KEY]
-            return tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"])
-        training = spec.train or TokenizerTraining()
-        objective = self._objective()
-        algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
-        data_key = f"{train._fingerprint}:{self.max_document_chars}"
-        directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, data_key)
-        if (directory / "tokenizer.json").exists():
-            return load_tokenizer(directory)
-        log.info("Training a %s tokenizer (vocab_size=%d) on %d documents", algorithm, training.vocab_size, len(train))
-        texts = batched_text(train["text"], max_chars=self.max_document_chars)
-        tokenizer = train_tokenizer(texts, training, algorithm)
-        tokenizer.save_pretrained(str(directory))
-        return tokenizer
-
-    def _apply_text_plugins(self, docs: datasets.Dataset, split: str, plugins: list[Plugin]) -> datasets.Dataset:
-        for position, plugin in enumerate(plugins):
-            if not overrides(plugin, "process_text"):
-                continue
-            splits = ("train",) if isinstance(plugin, Augmenter) else plugin.splits
-            if split not in splits:
-                continue
-            with hook_guard(plugin, "process_text"):
-                docs = docs.map(
-                    _TextStage(plugin, self.seed, position), batched=True, with_indices=True,
-                    new_fingerprint=_fingerprint(docs._fingerprint, plugin, self.seed, position),
-                    desc=f"{type(plugin).__name__} ({split})",
-                )
-            if len(docs) == 0:
-                raise ValueError(f"{type(plugin).__name__} left no {split} documents; check its settings.")
-        return docs
-
-    def _sample_weights(self, docs: datasets.Dataset, plugins: list[Plugin]) -> torch.Tensor | None:
-        weights = None
-        for plugin in plugins:
-            if not overrides(plugin, "sample_weights"):
-                continue
-            with hook_guard(plugin, "sample_weights"):
-                w = plugin.sample_weights(docs)
-            if w is None:
-                continue
-            w = torch.as_tensor(w, dtype=torch.double)
-            if w.shape != (len(docs),) or bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
-                raise ValueError(
-                    f"{type(plugin).__name__}.sample_weights must return {len(docs)} finite, non-negative "
-                    f"weights, got shape {tuple(w.shape)}."
-                )
-            weights = w if weights is None else weights * w
-        return weights
 
     def _layout(self, docs: datasets.Dataset, split: str) -> PackedBlocks:
         tokenizer = self.tokenizer
@@ -459,7 +504,15 @@ class _TextStage:
     def __call__(self, examples: dict[str, list], indices: list[int]) -> dict[str, list]:
         first = indices[0] if indices else 0
         rng = random.Random(f"{self.seed}:{self.position}:{type(self.plugin).__name__}:{first}")
-        out = self.plugin.process_text(examples, rng)
+        try:
+            out = self.plugin.process_text(examples, rng)
+        except KeyError as exc:  # a text plugin on data without its column (token-level data has no "text")
+            if exc.args and exc.args[0] not in examples:
+                raise ValueError(
+                    f"{type(self.plugin).__name__}.process_text needs a {exc.args[0]!r} column; this data has "
+                    f"{sorted(examples)}. Remove the plugin from the recipe or use data it applies to."
+                ) from None
+            raise
         lengths = {k: len(v) for k, v in out.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"{type(self.plugin).__name__}.process_text returned columns of unequal length: {lengths}")

@@ -77,8 +77,9 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path) -> Pre
 
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
-    """Write ``out_dir`` so that ``AutoModelFor*.from_pretrained(out_dir)`` and
-    ``AutoTokenizer.from_pretrained(out_dir)`` load it offline."""
+    """Write ``out_dir`` so that ``AutoModelFor*.from_pretrained(out_dir)``,
+    ``AutoTokenizer.from_pretrained(out_dir)`` and ``transformers.pipeline(task,
+    model=out_dir)`` load it offline."""
     checkpoint = load_checkpoint(ckpt_path)
     saved = checkpoint[CKPT_KEY]
     model = model_from_checkpoint(checkpoint, ckpt_path)

@@ -75,8 +75,14 @@ def resolve_files(patterns: list[str], key: str) -> list[Path]:
     return files
 
 
-def diagnose(path: Path, text_column: str) -> str | None:
-    """Why ``path`` cannot be read as text data, or None if no problem is found."""
+def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = None) -> str | None:
+    """Why ``path`` cannot be read as text data, or None if no problem is found.
+
+    Args:
+        column_keys: Required columns and the recipe key that names each;
+            default ``{text_column: "data.text_column"}``.
+    """
+    column_keys = column_keys or {text_column: "data.text_column"}
     builder = BUILDERS[path.suffix.lower()]
     if builder == "parquet":
         return None
@@ -93,8 +99,9 @@ def diagnose(path: Path, text_column: str) -> str | None:
                 except json.JSONDecodeError as exc:
                     return (f"{path}, line {number}: malformed JSON ({exc.msg}). Fix the line, or set "
                             "data.skip_bad_lines: true to skip such lines.")
-                if not isinstance(row, dict) or text_column not in row:
-                    return f"{path}, line {number}: no {text_column!r} field (data.text_column)."
+                for column, key in column_keys.items():
+                    if not isinstance(row, dict) or column not in row:
+                        return f"{path}, line {number}: no {column!r} field ({key})."
     return None
 
 
@@ -114,6 +121,40 @@ def _utf8_problem(path: Path) -> str | None:
             if not chunk:
                 return None
             offset += len(chunk)
+
+
+def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_dir: str) -> datasets.Dataset:
+    """Read ``jsonl``/``csv``/``parquet`` ``files`` into a dataset that has every column of ``column_keys``.
+
+    Args:
+        column_keys: Required columns and the recipe key that names each
+            (``{"label": "data.label_column"}``), for the error messages.
+        key: The recipe key that points at ``files``.
+    """
+    import datasets
+
+    builder = BUILDERS[files[0].suffix.lower()]
+    if builder == "text":
+        raise DataFileError(
+            f"{key}: {files[0].name} is plain text; labeled data needs columns, use jsonl, csv or parquet files."
+        )
+    try:
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                   cache_dir=str(Path(cache_dir) / content_key(files)))
+    except Exception as exc:  # datasets wraps reader errors in its own types; find the file at fault
+        for path in files:
+            problem = diagnose(path, next(iter(column_keys)), column_keys)
+            if problem:
+                raise DataFileError(f"{key}: {problem}") from None
+        raise DataFileError(f"{key}: could not read {[str(f) for f in files]}: {exc}") from exc
+    for column, column_key in column_keys.items():
+        if column not in ds.column_names:
+            raise DataFileError(
+                f"{key}: {files[0].name} has no column {column!r} ({column_key}); its columns are {ds.column_names}."
+            )
+    if len(ds) == 0:
+        raise DataFileError(f"{key}: {[str(f) for f in files]} hold no rows.")
+    return ds
 
 
 def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: str,

@@ -68,6 +68,10 @@ class LanguageModel(LightningModule):
         on_nonfinite_loss: When the loss is NaN or infinite: ``stop`` (raise, naming the loss terms and the
             step, before the optimizer step) or ``skip`` the batch.
         max_nonfinite_skips: With ``skip``, stop after this many skipped batches.
+        backbone_lr_scale: Learning rate of the backbone's base model (the
+            pretrained encoder or decoder, ``backbone.base_model``) as a share
+            of the optimizer's; the rest (a new classification head, plugin
+            parameters) trains at the optimizer's rate. 1.0 keeps one rate.
     """
 
     def __init__(
@@ -84,8 +88,12 @@ class LanguageModel(LightningModule):
         compile: bool = False,
         on_nonfinite_loss: Literal["stop", "skip"] = "stop",
         max_nonfinite_skips: int = 10,
+        backbone_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not backbone_lr_scale > 0:
+            raise ValueError(f"model.backbone_lr_scale must be positive, got {backbone_lr_scale}. "
+                             "To keep the backbone fixed, use model.backbone.freeze_embeddings / freeze_layers.")
         self.save_hyperparameters(ignore=["objective", "regularizers", "augmenters", "bias_mitigators", "distiller"])
         if isinstance(self.hparams.get("backbone"), Backbone):  # keep checkpoints loadable with weights_only=True
             self.hparams["backbone"] = dataclasses.asdict(backbone)
@@ -105,12 +113,15 @@ class LanguageModel(LightningModule):
         self.on_nonfinite_loss = on_nonfinite_loss
         self.max_nonfinite_skips = max_nonfinite_skips
         self.nonfinite_skipped = 0
+        self.backbone_lr_scale = backbone_lr_scale
         self.backbone: nn.Module | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.generator: torch.Generator | None = None
         self.val_loss = MeanMetric()
         self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in objective.metric_names})
         check_plugins(objective, self._recipe_keys())  # before any data is read: refuse what cannot work
+        #: The objective's own torchmetrics (``Objective.epoch_metrics``), created in configure_model.
+        self.epoch_metrics = nn.ModuleDict()
         self._check_plugin_names()
         if backbone.trust_remote_code:
             # Said when the recipe is read, before any of that code can run (AutoConfig may run it too).
@@ -149,13 +160,15 @@ class LanguageModel(LightningModule):
         if self.backbone is not None:
             return
         self.tokenizer = self._find_tokenizer()
+        self.objective.bind_data(self._datamodule())
         config = build_config(self.backbone_spec, self.tokenizer)
         self.objective.build_backbone_config(config)
-        self._check_block_size(getattr(self._datamodule(), "block_size", None), max_positions(config))
+        self._check_block_size(self._datamodule(), max_positions(config))
         self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
         for plugin in [self.objective, *self.plugins()]:
             with hook_guard(plugin, "setup"):
                 plugin.setup(self)
+        self._add_epoch_metrics()
         if self.device_mesh is not None:  # FSDP2 (ModelParallelStrategy): shard the blocks, replicate plugins
             from lmforge.core.sharding import broadcast_parameters, fully_shard_blocks, replicated_parameters
 
@@ -174,6 +187,17 @@ class LanguageModel(LightningModule):
 
             average_gradients(replicated_parameters(self), self._data_parallel_mesh())
 
+    def _datamodule(self) -> Any:
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def _add_epoch_metrics(self) -> None:
+        metrics = self.objective.epoch_metrics()
+        clash = sorted(set(metrics) & set(self.val_metrics))
+        if clash:
+            raise ValueError(f"{type(self.objective).__name__}: epoch_metrics and metric_names both define {clash}; "
+                             "each metric name may come from one of them.")
+        self.epoch_metrics = nn.ModuleDict(metrics).to(self.device)
+
     def _find_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is not None:
             return self.tokenizer
@@ -186,25 +210,24 @@ class LanguageModel(LightningModule):
         return tokenizer
 
     def check_data(self, datamodule: Any) -> None:
-        """Refuse data settings this model cannot take (``block_size`` beyond the backbone's positions).
+        """Refuse data settings this model cannot take (``block_size`` or ``max_length`` beyond the backbone's
+        positions).
 
         `TextData` calls it before it reads any file, so the error comes before tokenization; it needs only
         the backbone's config, not the tokenizer.
         """
-        block_size = getattr(datamodule, "block_size", None)
-        if block_size is not None:
-            self._check_block_size(block_size, position_limit(self.backbone_spec))
-
-    def _datamodule(self) -> Any:
-        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        self._check_block_size(datamodule, position_limit(self.backbone_spec))
 
     @staticmethod
-    def _check_block_size(block_size: int | None, limit: int | None) -> None:
-        if block_size is not None and limit is not None and block_size > limit:
-            raise ValueError(
-                f"data.block_size={block_size} is longer than the model's {limit} positions; lower data.block_size "
-                "or raise the position count in model.backbone.config (e.g. n_positions / max_position_embeddings)."
-            )
+    def _check_block_size(datamodule: Any, limit: int | None) -> None:
+        for key in ("block_size", "max_length"):  # TextData's block, LabeledTextData's truncation length
+            length = getattr(datamodule, key, None)
+            if isinstance(length, int) and limit is not None and length > limit:
+                raise ValueError(
+                    f"data.{key}={length} is longer than the model's {limit} positions; lower data.{key} "
+                    "or raise the position count in model.backbone.config (e.g. n_positions / "
+                    "max_position_embeddings)."
+                )
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -288,11 +311,14 @@ class LanguageModel(LightningModule):
 
     def _evaluate(self, batch: dict[str, Tensor]) -> None:
         batch = self.objective.prepare(batch, self._generator())
-        result = self.objective.compute(self(batch), batch)
+        outputs = self(batch)
+        result = self.objective.compute(outputs, batch)
         nll = result.nll if result.nll is not None else result.loss
         self.val_loss.update(nll, result.count)
         for name, (value, weight) in result.metrics.items():
             self.val_metrics[name].update(value, weight)
+        if len(self.epoch_metrics):
+            self.objective.update_epoch_metrics(dict(self.epoch_metrics.items()), outputs, batch)
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")
@@ -306,7 +332,7 @@ class LanguageModel(LightningModule):
         self.log(f"{split}/loss", loss, prog_bar=True)
         if self.objective.reports_perplexity:
             self.log(f"{split}/perplexity", torch.exp(loss))
-        for name, metric in self.val_metrics.items():
+        for name, metric in [*self.val_metrics.items(), *self.epoch_metrics.items()]:
             self.log(f"{split}/{name}", metric.compute())
             metric.reset()
         self.val_loss.reset()
@@ -326,17 +352,33 @@ class LanguageModel(LightningModule):
         """Parameters for the optimizer; 1-D ones (biases, norms) get no weight decay.
 
         The groups are named (``decay``, ``no_decay``), so ``LearningRateMonitor`` logs
-        ``lr-<Optimizer>/decay`` rather than ``lr-<Optimizer>/pg1``.
+        ``lr-<Optimizer>/decay`` rather than ``lr-<Optimizer>/pg1``. Frozen parameters are left
+        out. With ``backbone_lr_scale`` != 1 the base model's parameters form their own groups
+        (``backbone_decay``, ``backbone_no_decay``), marked ``lr_scale``; ``configure_optimizers``
+        multiplies those groups' learning rate by it.
         """
         params = [p for p in self.parameters() if p.requires_grad]
+        if self.backbone_lr_scale == 1.0:
+            return self._decay_groups(params, {}, "")
+        base = {id(p) for p in self.backbone.base_model.parameters()}
+        groups = (self._decay_groups([p for p in params if id(p) in base], {"lr_scale": self.backbone_lr_scale},
+                                     "backbone_")
+                  + self._decay_groups([p for p in params if id(p) not in base], {}, ""))
+        return [g for g in groups if g["params"]]
+
+    def _decay_groups(self, params: list[nn.Parameter], extra: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+        """``prefix`` keeps the group names unique (LearningRateMonitor refuses repeated names)."""
         if not self.no_weight_decay_1d:
-            return [{"params": params}]
+            return [{"params": params, **({"name": prefix + "all"} if prefix else {}), **extra}]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
-        return [{"params": decay, "name": "decay"}, {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+        return [{"params": decay, "name": f"{prefix}decay", **extra},
+                {"params": no_decay, "weight_decay": 0.0, "name": f"{prefix}no_decay", **extra}]
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate_class(self.param_groups(), self.optimizer_init)
+        for group in optimizer.param_groups:  # before the scheduler records each group's initial rate
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         if self.lr_scheduler_init is None:
             return optimizer
         init = copy.deepcopy(self.lr_scheduler_init)
@@ -398,6 +440,14 @@ class LanguageModel(LightningModule):
                 "The checkpoint was trained with a different tokenizer than this run's data.tokenizer; "
                 "point data.tokenizer.path at the run's tokenizer/ directory."
             )
+        if self.backbone is not None:
+            saved_labels = _label_names(saved["config"])
+            labels = _label_names(getattr(self.backbone, "_orig_mod", self.backbone).config.to_dict())
+            if saved_labels != labels:
+                raise ValueError(
+                    f"The checkpoint was trained with the labels {saved_labels} (by id) but this run's data has "
+                    f"{labels}; set data.labels to the checkpoint's list (see the run's labels.json)."
+                )
         if saved.get("generator") is not None:
             self._generator().set_state(saved["generator"])
         if saved.get("torch_rng") is not None:
@@ -471,6 +521,14 @@ def _named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> di
 
 
 def _tokenizer_config(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    """The special tokens, enough to rebuild the fast tokenizer around tokenizer.json."""
-    return {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    """The special tokens and model inputs, enough to rebuild the fast tokenizer around tokenizer.json."""
+    config: dict[str, Any] = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    config["model_input_names"] = list(tokenizer.model_input_names)
+    return config
+
+
+def _label_names(config: dict[str, Any]) -> list[str]:
+    """An HF config dict's label names by id (its ``id2label``; keys are ints, or strings after JSON)."""
+    id2label = config.get("id2label") or {}
+    return [id2label[k] for k in sorted(id2label, key=int)]
 

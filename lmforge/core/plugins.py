@@ -17,6 +17,10 @@ hook                   stage       called by / when
 ``sample_weights``     data        the DataModule, on the processed training
                                    documents; non-None weights drive a weighted
                                    sampler
+``bind_data``          model       objective only: ``configure_model``, first,
+                                   with the attached DataModule (label names)
+``build_backbone_      model       objective only: before the backbone is built,
+config``                           on its HF config (``num_labels``)
 ``setup``              model       ``LanguageModel.configure_model``, once the
                                    backbone exists (reconfigure it, create
                                    parameters that depend on its size, load a
@@ -25,6 +29,8 @@ hook                   stage       called by / when
                                    objective prepared the batch
 ``loss``               loss        every training step, after the forward pass;
                                    returns the plugin's term(s) of the loss
+``update_epoch_        eval        objective only: every validation/test batch,
+metrics``                          on the metrics of ``epoch_metrics``
 =====================  ==========  ===============================================
 
 An exception from any hook stops the run with an error that names the plugin,
@@ -223,9 +229,11 @@ class Objective(Plugin):
     Class attributes tell the rest of the core what the objective needs:
     ``auto_model`` (the ``transformers`` Auto class the backbone is built
     with), ``tokenizer_algorithm`` (the default when a tokenizer is trained),
-    ``layout`` (how TextData lays out tokens) and ``metric_names`` (the keys of
+    ``layout`` (``packed`` blocks of text from TextData, or ``padded`` labeled
+    examples from LabeledTextData) and ``metric_names`` (the keys of
     ``ObjectiveOutput.metrics``, logged as ``metric/<name>`` and
-    ``val/<name>``).
+    ``val/<name>`` as batch-weighted means). Metrics that are not means of
+    per-batch values (macro-F1, entity F1) come from ``epoch_metrics``.
     """
 
     kind: ClassVar[str] = "objective"
@@ -253,8 +261,9 @@ class Objective(Plugin):
     def model_inputs(self, batch: Batch) -> dict[str, Tensor]:
         """The keyword arguments of the backbone's forward for ``batch``."""
         inputs = {"input_ids": batch["input_ids"]}
-        if "attention_mask" in batch:
-            inputs["attention_mask"] = batch["attention_mask"]
+        for key in ("attention_mask", "token_type_ids"):  # token types: the segments of a text pair
+            if key in batch:
+                inputs[key] = batch[key]
         return inputs
 
     def compute(self, outputs: ModelOutput, batch: Batch) -> ObjectiveOutput:
@@ -278,9 +287,36 @@ class Objective(Plugin):
             return logits.reshape(-1, logits.shape[-1])
         return logits[labels != -100]
 
+    def bind_data(self, datamodule: Any | None) -> None:
+        """Model stage, first thing in ``configure_model``: read what the data defines.
+
+        Args:
+            datamodule: The trainer's DataModule (already set up, so its
+                tokenizer and, for LabeledTextData, ``labels`` exist), or None
+                when the model is built without one. A classification
+                objective takes its label names here, or raises if the data
+                has none.
+        """
+
     def build_backbone_config(self, config: Any) -> None:
         """Model stage, before the backbone exists: adjust its HF config in place
-        (a classification objective sets ``num_labels``)."""
+        (a classification objective sets ``num_labels``, ``id2label``, ``label2id``).
+        The config is saved in the checkpoint and written by ``lmforge export``."""
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Model stage, after ``setup``: ``torchmetrics.Metric`` objects the objective owns.
+
+        The core moves them to the device, passes them to ``update_epoch_metrics``
+        on every validation/test batch, and at the end of the epoch computes,
+        logs (``val/<name>``, ``test/<name>``; a recipe's checkpoint callback can
+        monitor them) and resets them; torchmetrics syncs their states across
+        ranks. Called once; the default is none.
+        """
+        return {}
+
+    def update_epoch_metrics(self, metrics: dict[str, Any], outputs: ModelOutput, batch: Batch) -> None:
+        """Evaluation, every validation/test batch: update ``metrics`` (what
+        ``epoch_metrics`` returned) from the forward pass. No gradients."""
 
 
 class Regularizer(Plugin):

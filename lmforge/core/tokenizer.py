@@ -5,9 +5,11 @@ Training uses HF ``tokenizers`` and wraps the result as a
 with ``AutoTokenizer.from_pretrained`` offline.
 
 - ``bpe``: byte-level BPE (GPT-2 style; no unknown tokens). Each document
-  ends with ``<|endoftext|>``.
+  ends with ``<|endoftext|>``; a text pair is ``A <|endoftext|> B
+  <|endoftext|>``. No ``token_type_ids`` (GPT-2 would embed them as tokens).
 - ``wordpiece``: lower-cased WordPiece (BERT style). Each document is
-  ``[CLS] ... [SEP]``.
+  ``[CLS] ... [SEP]``; a text pair is ``[CLS] A [SEP] B [SEP]`` with
+  ``token_type_ids`` 0 then 1.
 
 A document longer than ``max_chars`` characters (a whole book on one line) is
 trained on and tokenized in pieces cut just before a space (`split_long_text`),
@@ -68,6 +70,13 @@ SPECIALS: dict[str, dict[str, str]] = {
 }
 
 
+#: What the tokenizer returns to the model (``tokenizer(text)``'s keys).
+MODEL_INPUTS: dict[str, list[str]] = {
+    "bpe": ["input_ids", "attention_mask"],
+    "wordpiece": ["input_ids", "token_type_ids", "attention_mask"],
+}
+
+
 def _special_list(algorithm: str) -> list[str]:
     return list(dict.fromkeys(SPECIALS[algorithm].values()))  # unique, in a fixed order
 
@@ -100,7 +109,8 @@ def train_tokenizer(texts: Iterable[str], training: TokenizerTraining, algorithm
             vocab_size=training.vocab_size, min_frequency=training.min_frequency, special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
         )
-        template = f"$A {SPECIALS['bpe']['eos_token']}"
+        eos = SPECIALS["bpe"]["eos_token"]
+        template, pair = f"$A {eos}", f"$A {eos} $B:1 {eos}:1"
     else:
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -110,11 +120,11 @@ def train_tokenizer(texts: Iterable[str], training: TokenizerTraining, algorithm
             vocab_size=training.vocab_size, min_frequency=training.min_frequency, special_tokens=specials,
             show_progress=False,
         )
-        template = "[CLS] $A [SEP]"
+        template, pair = "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1"
     tok.train_from_iterator(texts, trainer=trainer, length=length)
     template_specials = [(t, tok.token_to_id(t)) for t in specials if t in template]
-    tok.post_processor = processors.TemplateProcessing(single=template, special_tokens=template_specials)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS[algorithm])
+    tok.post_processor = processors.TemplateProcessing(single=template, pair=pair, special_tokens=template_specials)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=MODEL_INPUTS[algorithm], **SPECIALS[algorithm])
 
 
 def tokenizer_from_json(tokenizer_json: str, special_tokens: dict[str, str]) -> PreTrainedTokenizerFast:

@@ -255,8 +255,8 @@ def test_a_hook_that_raises_at_setup_fails_at_setup():
 
 @pytest.mark.parametrize(("plugins", "message"), [
     ({"bias_mitigators": [hp.BoomText()]},
-     r"^Plugin BoomText \(model.bias_mitigators\[0\]; .*\) failed in process_text \(data stage\): KeyError: "
-     r"'no such column'$"),
+     r"^Plugin BoomText \(model.bias_mitigators\[0\]; .*\) failed in process_text \(data stage\): ValueError: "
+     r"BoomText.process_text needs a 'no such column' column; this data has \['text'\]\..*$"),
     ({"bias_mitigators": [hp.BoomWeights()]},
      r"^Plugin BoomWeights \(model.bias_mitigators\[0\]; .*\) failed in sample_weights \(data stage\): "
      r"FileNotFoundError: weights.csv$"),
