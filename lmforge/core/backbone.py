@@ -123,14 +123,7 @@ def position_limit(spec: Backbone) -> int | None:
         config = checkpoint_config(load_checkpoint(spec.checkpoint, mmap=True))
         config.update(spec.config)
     elif spec.pretrained is not None:
-        path = Path(spec.pretrained)
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"model.backbone.pretrained: {spec.pretrained!r} is not a directory. Give a local HF model "
-                "directory (lmforge does not download models)."
-            )
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True,
-                                            trust_remote_code=spec.trust_remote_code, **spec.config)
+        config = _pretrained_config(spec)
     elif spec.architecture is None:
         raise ValueError("model.backbone: set either architecture (e.g. gpt2) or pretrained (a local directory).")
     else:
@@ -139,6 +132,18 @@ def position_limit(spec: Backbone) -> int | None:
         except ValueError as exc:
             raise ValueError(f"model.backbone.architecture: {exc}") from None
     return max_positions(config)
+
+
+def _pretrained_config(spec: Backbone) -> PretrainedConfig:
+    """The config of the local pretrained directory ``spec.pretrained``, with ``spec.config`` applied."""
+    path = Path(spec.pretrained)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model.backbone.pretrained: {spec.pretrained!r} is not a directory. Give a local HF model "
+            "directory (lmforge does not download models)."
+        )
+    return AutoConfig.from_pretrained(str(path), local_files_only=True,
+                                      trust_remote_code=spec.trust_remote_code, **spec.config)
 
 
 def _token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
@@ -154,14 +159,7 @@ def build_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> Pretrain
     if spec.checkpoint is not None:
         return _checkpoint_config(spec, tokenizer)
     if spec.pretrained is not None:
-        path = Path(spec.pretrained)
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"model.backbone.pretrained: {spec.pretrained!r} is not a directory. Give a local HF model "
-                "directory (lmforge does not download models)."
-            )
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True,
-                                            trust_remote_code=spec.trust_remote_code, **spec.config)
+        config = _pretrained_config(spec)
         if len(tokenizer) > config.vocab_size:
             raise ValueError(
                 f"model.backbone.pretrained: the tokenizer has {len(tokenizer)} tokens but the model at "
