@@ -62,10 +62,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--scaling", action="store_true", help="also run the model-size/block-size scaling")
     parser.add_argument("--only", default="", help="comma-separated sections: throughput,startup,data,scaling")
+    parser.add_argument("--runners", default="", help="comma-separated subset of the throughput runners "
+                        "(plain,plain-tuned,lmforge,lmforge-bare,hf,lmforge+plugins); ratios need both sides")
     parser.add_argument("--out", default="bench.json", help="JSON results")
     parser.add_argument("--work-dir", default=None, help="where data, recipes and runs go (default: a temp dir)")
     # internal: run one runner in this (fresh) process
-    parser.add_argument("--worker", choices=["plain", "hf", "data"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["plain", "plain-tuned", "hf", "data"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -164,6 +166,10 @@ def worker_plain(args: argparse.Namespace, work: Path) -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(42)
+    if args.worker == "plain-tuned":  # the same loop with lmforge's allocator settings (lmforge/core/allocator.py)
+        from lmforge.core.allocator import tune_malloc
+
+        tune_malloc()
     blocks = torch.load(work / "blocks.pt")
     vocab = json.loads((work / "meta.json").read_text())["vocab_size"]
     model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=args.block_size, **MODEL))
@@ -289,28 +295,33 @@ def throughput(work: Path, args: argparse.Namespace) -> dict[str, Any]:
           str(args.block_size), "--batch-size", str(args.batch_size), "--work-dir", str(work)]
     runners = {
         "plain": me + ["--worker", "plain"],
+        "plain-tuned": me + ["--worker", "plain-tuned"],
         "lmforge": LMFORGE + ["fit", "--config", str(recipe(work, args, "recipe", bare=False))],
         "lmforge-bare": LMFORGE + ["fit", "--config", str(recipe(work, args, "bare", bare=True))],
         "hf": me + ["--worker", "hf"],
         "lmforge+plugins": LMFORGE + ["fit", "--config", str(recipe(work, args, "plugins", bare=True, plugins=True))],
     }
+    if args.runners:
+        unknown = set(args.runners.split(",")) - set(runners)
+        if unknown:
+            raise SystemExit(f"perf.py: unknown --runners {sorted(unknown)}; choose from {list(runners)}")
+        runners = {k: v for k, v in runners.items() if k in args.runners.split(",")}
     rounds: list[dict[str, dict[str, float]]] = []
     for rnd in range(args.rounds):
         order = list(runners) if rnd % 2 == 0 else list(reversed(runners))  # no runner always goes first
         row = {}
         for name in order:
             result = work / f"{name}.json"
-            cmd = runners[name] + (["--result", str(result)] if name in ("plain", "hf") else [])
+            cmd = runners[name] + (["--result", str(result)] if name in ("plain", "plain-tuned", "hf") else [])
             row[name] = steady(run_child(cmd, result, work), args)
             print(f"  round {rnd + 1}/{args.rounds} {name:<16} {row[name]['tokens_per_s']:8.0f} tokens/s", flush=True)
         rounds.append(row)
-    ratios = {
-        "lmforge-bare/plain": [r["lmforge-bare"]["tokens_per_s"] / r["plain"]["tokens_per_s"] for r in rounds],
-        "lmforge/plain": [r["lmforge"]["tokens_per_s"] / r["plain"]["tokens_per_s"] for r in rounds],
-        "lmforge-bare/hf": [r["lmforge-bare"]["tokens_per_s"] / r["hf"]["tokens_per_s"] for r in rounds],
-        "lmforge/hf": [r["lmforge"]["tokens_per_s"] / r["hf"]["tokens_per_s"] for r in rounds],
-        "plugins/bare": [r["lmforge+plugins"]["tokens_per_s"] / r["lmforge-bare"]["tokens_per_s"] for r in rounds],
-    }
+    pairs = {"lmforge-bare/plain": ("lmforge-bare", "plain"), "lmforge/plain": ("lmforge", "plain"),
+             "lmforge-bare/plain-tuned": ("lmforge-bare", "plain-tuned"),
+             "lmforge-bare/hf": ("lmforge-bare", "hf"), "lmforge/hf": ("lmforge", "hf"),
+             "plugins/bare": ("lmforge+plugins", "lmforge-bare")}
+    ratios = {k: [r[a]["tokens_per_s"] / r[b]["tokens_per_s"] for r in rounds]
+              for k, (a, b) in pairs.items() if a in runners and b in runners}
     return {"rounds": rounds, "ratios": {k: summary(v) for k, v in ratios.items()}}
 
 
@@ -397,7 +408,7 @@ def main() -> None:
         raise SystemExit(f"perf.py: --steps must exceed --warmup + 1 and --warmup must be >= 1, "
                          f"got --steps {args.steps} --warmup {args.warmup}.")
     if args.worker:
-        {"plain": worker_plain, "hf": worker_hf, "data": worker_data}[args.worker](args, Path(args.work_dir))
+        {"plain": worker_plain, "plain-tuned": worker_plain, "hf": worker_hf, "data": worker_data}[args.worker](args, Path(args.work_dir))
         return
     sections = set(args.only.split(",")) if args.only else {"throughput", "startup", "data"}
     if args.scaling:

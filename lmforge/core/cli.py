@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; recipe names are now paths
+    from lmforge.core.allocator import tune_malloc
+
+    tune_malloc()  # before the first step's buffers: see lmforge/core/allocator.py
     from lmforge.core.plugin_checks import PluginCompatibilityError
 
     try:
