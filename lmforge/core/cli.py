@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
+    if not argv or argv[0] in ("-h", "--help"):  # lmforge's own: listing the commands needs no Lightning
+        print(top_level_help())
+        return 0 if argv else 2
     if argv and argv[0] in TOOLS:
         from lmforge.core import commands
 
@@ -82,6 +85,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     finish_wandb(getattr(cli, "trainer", None))  # one command, one W&B run, complete on disk when we return
     return 0
+
+
+TRAINING_HELP = {
+    "fit": "train: lmforge fit --config RECIPE [--section.key VALUE ...] [--ckpt_path last]",
+    "validate": "one pass over the validation split: lmforge validate --config RECIPE --ckpt_path CKPT",
+    "test": "one pass over the test split: lmforge test --config RECIPE --ckpt_path CKPT",
+    "predict": "lmforge predict MODEL --input FILE --output FILE (or Lightning's: predict --config ...)",
+}
+TOOLS_HELP = {
+    "recipes": "list the bundled recipes; recipes show NAME; recipes cp NAME [DEST]",
+    "plugins": "list installed plugins; plugins show NAME; plugins new KIND NAME",
+    "export": "write a checkpoint as a Hugging Face model directory",
+    "plot": "plot logged metrics of one or more runs",
+}
+
+
+def top_level_help() -> str:
+    """``lmforge --help``: the commands, without importing Lightning (``lmforge fit --help`` lists recipe keys)."""
+    from importlib import metadata
+
+    from lmforge import __version__
+
+    extra = {ep.name: f"from {ep.dist.metadata['Name'] if ep.dist else 'an installed package'}; "
+                      f"lmforge {ep.name} --help" for ep in metadata.entry_points(group="lmforge.commands")}
+    lines = [f"usage: lmforge COMMAND [options]     (lmforge {__version__})", "",
+             "Train language models on PyTorch Lightning with plugins.", "",
+             "training (LightningCLI; `lmforge COMMAND --help` lists every recipe key):"]
+    width = max(len(name) for name in [*TRAINING_HELP, *TOOLS_HELP, *extra])
+    lines += [f"  {name:<{width}}  {text}" for name, text in TRAINING_HELP.items()]
+    lines += ["", "tools:"] + [f"  {name:<{width}}  {text}" for name, text in {**TOOLS_HELP, **extra}.items()]
+    lines += ["", "options for every command:",
+              "  --plugins A,B              load only the built-in plugins and the installed ones named",
+              f"  {'--allow_outside_run_dir':<25}  let a recipe write outside the working directory",
+              "  -V, --version              print the version", "  -h, --help                 this help",
+              "", "RECIPE is a bundled recipe's name (`lmforge recipes`) or a YAML file; several --config compose."]
+    return "\n".join(lines)
 
 
 def apply_plugins_flag(argv: list[str]) -> list[str]:

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lmforge.core.files import documents_dataset, resolve_files
 from lmforge.core.plugin_checks import hook_guard
 from lmforge.core.plugins import Augmenter, Plugin, overrides
+from lmforge.core.run_paths import default_cache_dir
 from lmforge.core.tokenizer import (
     TokenizerSpec,
     TokenizerTraining,
@@ -48,10 +49,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("LMFORGE_CACHE", Path.home() / ".cache" / "lmforge"))
 
 
 def pack(token_lists: Sequence[Sequence[int]] | np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, int]:

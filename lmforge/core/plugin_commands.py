@@ -41,6 +41,9 @@ def main(argv: list[str]) -> int:
                     "package. `lmforge --plugins A,B ...` loads only the built-ins and A, B.",
     )
     parser.add_argument("--kind", choices=kinds, help="only this kind")
+    parser.add_argument("--refresh", action="store_true",
+                        help="import and check every plugin again instead of using the cached listing (the cache "
+                             "is refreshed by itself when a package or a plugin's source changes)")
     sub = parser.add_subparsers(dest="action")
     show = sub.add_parser("show", help="a plugin's metadata, hooks, init arguments and a recipe snippet")
     show.add_argument("name", help="the plugin's name (its class name), as in a recipe")
@@ -55,28 +58,27 @@ def main(argv: list[str]) -> int:
         return show_plugin(args.name, args.show_kind or args.kind)
     if args.action == "new":
         return new_plugin(args.new_kind, args.new_name, args.dir)
-    return list_plugins(args.kind)
+    return list_plugins(args.kind, args.refresh)
 
 
-def list_plugins(kind: str | None) -> int:
-    from lmforge.core.registry import registry
+def list_plugins(kind: str | None, refresh: bool = False) -> int:
+    from lmforge.core.plugin_listing import listing
 
-    reg = registry()
-    infos = [i for i in reg.all() if kind in (None, i.kind)]
-    rows = [(i.kind, i.name, f"{i.dist} {i.version}", i.summary) for i in infos]
+    found = listing(refresh)
+    plugins = [p for p in found["plugins"] if kind in (None, p["kind"])]
+    rows = [(p["kind"], p["name"], f"{p['dist']} {p['version']}", p["summary"]) for p in plugins]
     if rows:
         widths = [max(len(r[c]) for r in rows) for c in range(3)]
         indent = " " * (widths[0] + 2)
-        for info, row in zip(infos, rows):
+        for plugin, row in zip(plugins, rows):
             print("  ".join(f"{row[c]:<{widths[c]}}" for c in range(3)) + "  " + row[3])
-            details = metadata_lines(info.cls)
-            if details:
-                print(indent + "; ".join(details))
-    broken = [b for b in reg.broken if kind in (None, b.kind)]
+            if plugin["details"]:
+                print(indent + "; ".join(plugin["details"]))
+    broken = [b for b in found["broken"] if kind in (None, b["kind"])]
     if broken:
         print("\nBroken plugins (not loaded):")
         for b in broken:
-            print(f"  {b.kind}  {b.name}  ({b.dist} {b.version}): {b.error}")
+            print(f"  {b['kind']}  {b['name']}  ({b['dist']} {b['version']}): {b['error']}")
     return 0
 
 

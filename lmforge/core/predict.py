@@ -31,8 +31,8 @@ from transformers import (
 )
 
 from lmforge.core.backbone import max_positions
-from lmforge.core.data import default_cache_dir
 from lmforge.core.files import BUILDERS, documents_dataset, read_rows, resolve_files
+from lmforge.core.run_paths import default_cache_dir
 
 log = logging.getLogger(__name__)
 AUTO_CLASSES = {"ForSequenceClassification": AutoModelForSequenceClassification,

@@ -28,6 +28,11 @@ ALLOW_FLAG = "--allow_outside_run_dir"
 WRITE_KEYS = ("default_root_dir", "save_dir", "dir", "dirpath", "root_dir", "log_dir")
 
 
+def default_cache_dir() -> Path:
+    """lmforge's cache (tokenized datasets, tokenizers, the plugin listing): ``$LMFORGE_CACHE`` or ~/.cache/lmforge."""
+    return Path(os.environ.get("LMFORGE_CACHE", Path.home() / ".cache" / "lmforge"))
+
+
 def outside_allowed() -> bool:
     return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes")
 
