@@ -49,8 +49,17 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "
        "MKL_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
        "WANDB_MODE": "disabled"}
 LMFORGE = [sys.executable, "-m", "lmforge"]
-MODEL = {"n_layer": 2, "n_embd": 128, "n_head": 4}
-LR, WEIGHT_DECAY, WARMUP, CLIP = 2e-3, 0.1, 50, 1.0
+MODEL = {"n_layer": 2, "n_embd": 128, "n_head": 4}  # GPT-2 (the quickstart model)
+BERT = {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512}
+LR, WEIGHT_DECAY, WARMUP, CLIP, MASK = 2e-3, 0.1, 50, 1.0, 0.15
+#: Per model: the bundled recipe lmforge runs, its backbone config, the config key of the positions,
+#: and the tokenizer lmforge trains for it (BPE for GPT-2, WordPiece for BERT).
+MODELS: dict[str, dict[str, Any]] = {
+    "gpt2": {"recipe": "quickstart", "config": MODEL, "positions": "n_positions",
+             "tokenizer": {"vocab_size": 4000}},
+    "bert": {"recipe": "mlm-pretrain", "config": BERT, "positions": "max_position_embeddings",
+             "tokenizer": {"algorithm": "wordpiece", "vocab_size": 4000}},
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,6 +69,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=8, help="steps left out of the timing")
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--models", default="gpt2,bert", help="comma-separated: gpt2 (causal LM), bert (masked LM)")
+    parser.add_argument("--model", default="gpt2", choices=list(MODELS), help=argparse.SUPPRESS)  # a worker's
     parser.add_argument("--scaling", action="store_true", help="also run the model-size/block-size scaling")
     parser.add_argument("--only", default="", help="comma-separated sections: throughput,startup,data,scaling")
     parser.add_argument("--runners", default="", help="comma-separated subset of the throughput runners "
@@ -74,36 +85,47 @@ def parse_args() -> argparse.Namespace:
 
 # -- preparation (parent) ---------------------------------------------------------------------------
 
-def prepare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Tokenize and pack the corpus once with lmforge's TextData (the cache lmforge's runs reuse)."""
+def prepare(work: Path, args: argparse.Namespace, model: str = "gpt2") -> dict[str, Any]:
+    """Tokenize and pack the corpus once with lmforge's TextData; every runner reads these blocks and tokenizer.
+
+    Files go to ``work/<model>/``: ``blocks.pt``, ``tokenizer/`` and ``meta.json``.
+    """
     os.environ.update({k: ENV[k] for k in ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")})
     import torch
 
     from lmforge.core.data import TextData
     from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 
+    out = work / model
+    out.mkdir(parents=True, exist_ok=True)
     data = TextData(train="lmforge:corpus/train.txt", val="lmforge:corpus/val.txt",
-                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=4000)),
+                    tokenizer=TokenizerSpec(train=TokenizerTraining(**MODELS[model]["tokenizer"])),
                     block_size=args.block_size, batch_size=args.batch_size, cache_dir=str(work / "cache"), seed=0)
     data.prepare_data()
     data.setup("fit")
-    torch.save(data.datasets["train"].blocks.clone(), work / "blocks.pt")
-    data.tokenizer.save_pretrained(work / "tokenizer")
-    return {"vocab_size": len(data.tokenizer), "blocks": len(data.datasets["train"])}
+    torch.save(data.datasets["train"].blocks.clone(), out / "blocks.pt")
+    data.tokenizer.save_pretrained(out / "tokenizer")
+    meta = {"vocab_size": len(data.tokenizer), "blocks": len(data.datasets["train"])}
+    (out / "meta.json").write_text(json.dumps(meta))
+    return meta
 
 
 def recipe(work: Path, args: argparse.Namespace, name: str, bare: bool, plugins: bool = False,
-           model: dict[str, int] | None = None, block_size: int | None = None) -> Path:
-    """The quickstart recipe, shortened to ``--steps`` steps, with the StepTimes callback added."""
+           model: dict[str, int] | None = None, block_size: int | None = None, arch: str = "gpt2") -> Path:
+    """The model's bundled recipe (quickstart, mlm-pretrain) shortened to ``--steps`` steps, with the runners'
+    optimizer and schedule, the prepared tokenizer and the StepTimes callback."""
     import yaml
 
     from lmforge.core.recipes import resolve_recipe
 
-    r = yaml.safe_load(Path(resolve_recipe("quickstart")).read_text(encoding="utf-8"))
+    spec = MODELS[arch]
+    r = yaml.safe_load(Path(resolve_recipe(spec["recipe"])).read_text(encoding="utf-8"))
     block = block_size or args.block_size
-    r["model"]["backbone"]["config"] = {**(model or MODEL), "n_positions": block}
+    r["model"]["backbone"]["config"] = {**(model or spec["config"]), spec["positions"]: block}
     r["data"]["init_args"].update(block_size=block, batch_size=args.batch_size, cache_dir=str(work / "cache"),
-                                  seed=0)
+                                  seed=0, tokenizer={"path": str(work / arch / "tokenizer")})
+    r["optimizer"] = {"class_path": "torch.optim.AdamW", "init_args": {"lr": LR, "weight_decay": WEIGHT_DECAY}}
+    r["lr_scheduler"] = {"class_path": "lmforge.core.schedules.WarmupCosineLR", "init_args": {"warmup_steps": WARMUP}}
     t = r["trainer"]
     t["max_steps"] = args.steps
     t["logger"]["init_args"]["save_dir"] = str(work / "runs")
@@ -121,7 +143,7 @@ def recipe(work: Path, args: argparse.Namespace, name: str, bare: bool, plugins:
             {"class_path": "TokenNoise", "init_args": {"replace_probability": 0.1}},
             {"class_path": "SynonymReplacement", "init_args": {"alpha": 0.1, "copies": 1}},
         ]
-    path = work / f"{name}.yaml"
+    path = work / f"{arch}-{name}.yaml"
     path.write_text(yaml.safe_dump(r, sort_keys=False), encoding="utf-8")
     return path
 
@@ -154,15 +176,42 @@ def steady(record: dict[str, Any], args: argparse.Namespace) -> dict[str, float]
     return out
 
 
+def build_model(args: argparse.Namespace, work: Path) -> Any:
+    """The runner's model from its config (the same for every runner), and the prepared blocks."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+
+    blocks = torch.load(work / args.model / "blocks.pt")
+    vocab = json.loads((work / args.model / "meta.json").read_text())["vocab_size"]
+    if args.model == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=args.block_size, **MODEL)), blocks
+    config = BertConfig(vocab_size=vocab, max_position_embeddings=args.block_size, **BERT)
+    return BertForMaskedLM(config), blocks
+
+
+def bert_mask(input_ids: Any, special: Any, mask_id: int, vocab: int, generator: Any) -> tuple[Any, Any]:
+    """BERT's 15 % selection with 80/10/10 replacement, on the device, written the way a user of HF's
+    DataCollatorForLanguageModeling would (lmforge's MaskedLM does the same on the device every step)."""
+    import torch
+
+    selected = (torch.rand(input_ids.shape, generator=generator) < MASK) & ~special
+    labels = input_ids.masked_fill(~selected, -100)
+    action = torch.rand(input_ids.shape, generator=generator)
+    masked = torch.where(selected & (action < 0.8), mask_id, input_ids)
+    random_ids = torch.randint(vocab, input_ids.shape, generator=generator)
+    masked = torch.where(selected & (action >= 0.8) & (action < 0.9), random_ids, masked)
+    return masked, labels
+
+
 def worker_plain(args: argparse.Namespace, work: Path) -> None:
     """The hand-written loop: what a careful user writes without a framework."""
     import resource
 
     import torch
     from torch.utils.data import DataLoader
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     from lmforge.core.schedules import WarmupCosineLR
+    from lmforge.core.tokenizer import load_tokenizer
 
     torch.set_num_threads(1)
     torch.manual_seed(42)
@@ -170,10 +219,11 @@ def worker_plain(args: argparse.Namespace, work: Path) -> None:
         from lmforge.core.allocator import tune_malloc
 
         tune_malloc()
-    blocks = torch.load(work / "blocks.pt")
-    vocab = json.loads((work / "meta.json").read_text())["vocab_size"]
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=args.block_size, **MODEL))
+    model, blocks = build_model(args, work)
     model.train()
+    tokenizer = load_tokenizer(work / args.model / "tokenizer")
+    special_ids = torch.tensor(tokenizer.all_special_ids)
+    generator = torch.Generator().manual_seed(1)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2]},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
@@ -193,7 +243,12 @@ def worker_plain(args: argparse.Namespace, work: Path) -> None:
             it = iter(loader)
             batch = next(it)
         input_ids = batch.long()
-        loss = model(input_ids=input_ids, labels=input_ids).loss
+        if args.model == "gpt2":
+            loss = model(input_ids=input_ids, labels=input_ids).loss
+        else:
+            masked, labels = bert_mask(input_ids, torch.isin(input_ids, special_ids), tokenizer.mask_token_id,
+                                       len(tokenizer), generator)
+            loss = model(input_ids=masked, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, CLIP)
         opt.step()
@@ -210,13 +265,16 @@ def worker_hf(args: argparse.Namespace, work: Path) -> None:
     import resource
 
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+
+    from lmforge.core.tokenizer import load_tokenizer
 
     torch.set_num_threads(1)
     torch.manual_seed(42)
-    blocks = torch.load(work / "blocks.pt")
-    vocab = json.loads((work / "meta.json").read_text())["vocab_size"]
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=args.block_size, **MODEL))
+    model, blocks = build_model(args, work)
+    tokenizer = load_tokenizer(work / args.model / "tokenizer")
+    # GPT-2: labels are the inputs (the model shifts them). BERT: HF's collator masks each batch on the CPU.
+    collator = None if args.model == "gpt2" else DataCollatorForLanguageModeling(tokenizer, mlm_probability=MASK)
 
     class Blocks(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -224,7 +282,7 @@ def worker_hf(args: argparse.Namespace, work: Path) -> None:
 
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
             ids = blocks[i].long()
-            return {"input_ids": ids, "labels": ids}
+            return {"input_ids": ids, "labels": ids} if collator is None else {"input_ids": ids}
 
     times: dict[str, Any] = {"start": [], "end": [], "first": None}
 
@@ -244,7 +302,7 @@ def worker_hf(args: argparse.Namespace, work: Path) -> None:
         save_strategy="no", eval_strategy="no", dataloader_num_workers=0, disable_tqdm=True, seed=42,
         use_cpu=True,
     )
-    Trainer(model=model, args=targs, train_dataset=Blocks(), callbacks=[StepTimes()]).train()
+    Trainer(model=model, args=targs, train_dataset=Blocks(), data_collator=collator, callbacks=[StepTimes()]).train()
     write(args.result, {"start": [], "end": times["end"],
                         "first_step_s": times["first"] - float(os.environ["LMFORGE_PERF_T0"]),
                         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
@@ -263,11 +321,11 @@ def worker_data(args: argparse.Namespace, work: Path) -> None:
     text_path = resolve_files(["lmforge:corpus/train.txt"], "data.train")[0]
     nbytes = Path(text_path).stat().st_size
     out: dict[str, Any] = {"bytes": nbytes}
-    tok = load_tokenizer(work / "tokenizer")
+    tok = load_tokenizer(work / "gpt2" / "tokenizer")
     for _ in range(3):
         with tempfile.TemporaryDirectory() as cache:
             t0 = time.perf_counter()
-            data = TextData(train=str(text_path), val=None, tokenizer=TokenizerSpec(path=str(work / "tokenizer")),
+            data = TextData(train=str(text_path), val=None, tokenizer=TokenizerSpec(path=str(work / "gpt2" / "tokenizer")),
                             block_size=args.block_size, batch_size=args.batch_size, cache_dir=cache, seed=0)
             data.prepare_data()
             data.setup("fit")
@@ -291,15 +349,21 @@ def write(path: str, record: dict[str, Any]) -> None:
 # -- sections (parent) ------------------------------------------------------------------------------
 
 def throughput(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    return {arch: throughput_of(arch, work, args) for arch in args.models.split(",")}
+
+
+def throughput_of(arch: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    print(f" {arch}", flush=True)
     me = [sys.executable, str(Path(__file__).resolve()), "--steps", str(args.steps), "--block-size",
-          str(args.block_size), "--batch-size", str(args.batch_size), "--work-dir", str(work)]
+          str(args.block_size), "--batch-size", str(args.batch_size), "--work-dir", str(work), "--model", arch]
     runners = {
         "plain": me + ["--worker", "plain"],
         "plain-tuned": me + ["--worker", "plain-tuned"],
-        "lmforge": LMFORGE + ["fit", "--config", str(recipe(work, args, "recipe", bare=False))],
-        "lmforge-bare": LMFORGE + ["fit", "--config", str(recipe(work, args, "bare", bare=True))],
+        "lmforge": LMFORGE + ["fit", "--config", str(recipe(work, args, "recipe", bare=False, arch=arch))],
+        "lmforge-bare": LMFORGE + ["fit", "--config", str(recipe(work, args, "bare", bare=True, arch=arch))],
         "hf": me + ["--worker", "hf"],
-        "lmforge+plugins": LMFORGE + ["fit", "--config", str(recipe(work, args, "plugins", bare=True, plugins=True))],
+        "lmforge+plugins": LMFORGE + ["fit", "--config", str(recipe(work, args, "plugins", bare=True, plugins=True,
+                                                                     arch=arch))],
     }
     if args.runners:
         unknown = set(args.runners.split(",")) - set(runners)
@@ -374,9 +438,10 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def report(results: dict[str, Any]) -> None:
-    if "throughput" in results:
-        th = results["throughput"]
-        print("\nTraining throughput (GPT-2 2x128, batch 16 x 128 tokens, 1 torch thread), medians over rounds:")
+    for arch, th in results.get("throughput", {}).items():
+        model = {"gpt2": "GPT-2 2x128, causal LM", "bert": "BERT 2x128, masked LM"}[arch]
+        print(f"\nTraining throughput ({model}, batch {results['args']['batch_size']} x "
+              f"{results['args']['block_size']} tokens, 1 torch thread), medians over rounds:")
         print(f"  {'runner':<16} {'tokens/s':>9} {'step ms':>8} {'data wait':>9} {'first step s':>12} {'peak RSS MB':>11}")
         for name in th["rounds"][0]:
             col = {k: statistics.median(r[name].get(k, float("nan")) for r in th["rounds"])
@@ -413,11 +478,14 @@ def main() -> None:
     sections = set(args.only.split(",")) if args.only else {"throughput", "startup", "data"}
     if args.scaling:
         sections.add("scaling")
+    unknown = set(args.models.split(",")) - set(MODELS)
+    if unknown:
+        raise SystemExit(f"perf.py: unknown --models {sorted(unknown)}; choose from {list(MODELS)}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        meta = prepare(work, args)
-        (work / "meta.json").write_text(json.dumps(meta))
+        models = set(args.models.split(",")) | {"gpt2"}  # the data and scaling sections use GPT-2's tokenizer
+        meta = {arch: prepare(work, args, arch) for arch in sorted(models)}
         results: dict[str, Any] = {"machine": machine(), "args": vars(args), "data_meta": meta}
         for name, fn in (("startup", startup), ("data", data_section), ("throughput", throughput),
                          ("scaling", scaling)):
