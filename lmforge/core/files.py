@@ -75,12 +75,15 @@ def resolve_files(patterns: list[str], key: str) -> list[Path]:
     return files
 
 
-def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = None) -> str | None:
+def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = None,
+             can_skip: bool = True) -> str | None:
     """Why ``path`` cannot be read as text data, or None if no problem is found.
 
     Args:
         column_keys: Required columns and the recipe key that names each;
             default ``{text_column: "data.text_column"}``.
+        can_skip: The reader accepts ``data.skip_bad_lines`` (TextData does, LabeledTextData does not:
+            a skipped labeled row would silently change the label counts).
     """
     column_keys = column_keys or {text_column: "data.text_column"}
     builder = BUILDERS[path.suffix.lower()]
@@ -97,8 +100,8 @@ def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = 
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    return (f"{path}, line {number}: malformed JSON ({exc.msg}). Fix the line, or set "
-                            "data.skip_bad_lines: true to skip such lines.")
+                    fix = ", or set data.skip_bad_lines: true to skip such lines" if can_skip else ""
+                    return f"{path}, line {number}: malformed JSON ({exc.msg}). Fix the line{fix}."
                 for column, key in column_keys.items():
                     if not isinstance(row, dict) or column not in row:
                         return f"{path}, line {number}: no {column!r} field ({key})."
@@ -143,7 +146,7 @@ def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_di
                                    cache_dir=str(Path(cache_dir) / content_key(files)))
     except Exception as exc:  # datasets wraps reader errors in its own types; find the file at fault
         for path in files:
-            problem = diagnose(path, next(iter(column_keys)), column_keys)
+            problem = diagnose(path, next(iter(column_keys)), column_keys, can_skip=False)
             if problem:
                 raise DataFileError(f"{key}: {problem}") from None
         raise DataFileError(f"{key}: could not read {[str(f) for f in files]}: {exc}") from exc

@@ -332,3 +332,13 @@ def test_a_text_plugin_on_word_lists_names_the_missing_column(tmp_path: Path) ->
     trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match="NeedsText.process_text needs a 'text' column"):
         trainer.fit(LanguageModel(TINY_BERT, TokenClassification(), augmenters=[NeedsText()]), datamodule=data)
+
+
+def test_a_malformed_json_row_is_named_without_suggesting_skipping_it(tmp_path: Path) -> None:
+    # LabeledTextData has no skip_bad_lines (a dropped row would change the label counts): the message
+    # must not point at an option it does not accept.
+    path = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(6))
+    path.write_text(path.read_text(encoding="utf-8") + '{"text": "broken", "label": \n', encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"train\.jsonl, line 7: malformed JSON") as caught:
+        labeled(tmp_path, path)
+    assert "skip_bad_lines" not in str(caught.value)
