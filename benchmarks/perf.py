@@ -12,8 +12,7 @@ trains in its own fresh process, and the runners alternate round by round:
   lmforge-bare     ``lmforge fit`` with a bare trainer (no logger, bar, checkpoints, validation)
   hf               ``transformers.Trainer`` (report_to none, no eval, logging_steps large)
   lmforge+plugins  lmforge-bare plus L2Penalty (regularizer), TokenNoise (batch augmenter) and
-                   SynonymReplacement (data-stage augmenter; there is no data-stage bias
-                   mitigator in lmforge yet, so a data-stage augmenter stands in for one)
+                   CounterfactualAugmentation (data-stage bias mitigator: two-sided CDA)
 
 Every runner reads the same blocks in the same order-independent way (shuffled batches of
 16 x 128), counts B*T tokens per step, and records the wall time at the end of every step;
@@ -139,10 +138,8 @@ def recipe(work: Path, args: argparse.Namespace, name: str, bare: bool, plugins:
         t["callbacks"].append(step_times)
     if plugins:
         r["model"]["regularizers"] = [{"class_path": "L2Penalty", "init_args": {"weight": 1e-4}}]
-        r["model"]["augmenters"] = [
-            {"class_path": "TokenNoise", "init_args": {"replace_probability": 0.1}},
-            {"class_path": "SynonymReplacement", "init_args": {"alpha": 0.1, "copies": 1}},
-        ]
+        r["model"]["augmenters"] = [{"class_path": "TokenNoise", "init_args": {"replace_probability": 0.1}}]
+        r["model"]["bias_mitigators"] = [{"class_path": "CounterfactualAugmentation"}]  # data stage: two-sided CDA
     path = work / f"{arch}-{name}.yaml"
     path.write_text(yaml.safe_dump(r, sort_keys=False), encoding="utf-8")
     return path

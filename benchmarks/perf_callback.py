@@ -14,6 +14,7 @@ import resource
 import time
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 
@@ -29,6 +30,8 @@ class StepTimes(Callback):
         self.start.append(time.perf_counter())
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if pl_module.device.type == "cuda":  # the step is done when the GPU is (the other runners sync too)
+            torch.cuda.synchronize(pl_module.device)
         self.end.append(time.perf_counter())
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
