@@ -1,7 +1,10 @@
 """Trains a tiny GPT-2 for a few steps; launched by tests/scale/test_distributed.py (Lightning re-launches it
 once per rank for ``ddp``/``fsdp2``). Writes ``<mode>-rank<r>.pt`` with the final weights and losses.
 
-    python _train_script.py MODE OUT_DIR CORPUS [CKPT]     MODE: single | ddp | fsdp2
+    python _train_script.py MODE OUT_DIR CORPUS [CKPT]     MODE: single | ddp | fsdp2 | stream
+
+``stream``: DDP over ``TextData(streaming=True)`` with 2 dataloader workers per rank (CORPUS is a glob of
+shards), a checkpoint after every step, and the blocks of every step recorded.
 """
 
 import sys
@@ -41,9 +44,11 @@ class ProbeHead(Regularizer):
 class Losses(Callback):
     def __init__(self) -> None:
         self.by_step = {}
+        self.blocks = {}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.by_step[trainer.global_step] = float(outputs["loss"])
+        self.blocks[trainer.global_step] = (trainer.current_epoch, batch["input_ids"].tolist())
 
 
 def main() -> None:
@@ -51,21 +56,29 @@ def main() -> None:
     ckpt = sys.argv[4] if len(sys.argv) > 4 else None
     seed_everything(0)
     world = 1 if mode == "single" else 2
+    stream = mode == "stream"
     data = TextData(train=corpus, val=corpus, tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
-                    block_size=16, batch_size=8 // world, cache_dir=str(out / "cache"), seed=0)
+                    block_size=16, batch_size=8 // world, cache_dir=str(out / "cache"), seed=0, streaming=stream,
+                    num_workers=2 if stream else 0)
+    data.checkpoint_path = ckpt
     plugins = [ProbeHead()] if mode == "fsdp2" else []
     model = LanguageModel(TINY, CausalLM(), regularizers=plugins)
-    strategy = {"single": "auto", "ddp": "ddp", "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False)}[mode]
+    strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp",
+                "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False)}[mode]
     losses = Losses()
     callbacks = [losses, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, every_n_train_steps=2, save_top_k=0)]
-    trainer = Trainer(max_steps=STEPS if ckpt is None else 2 * STEPS, accelerator="cpu", devices=world,
+    if stream:
+        callbacks.append(ModelCheckpoint(dirpath=out / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1))
+    steps = 2 * STEPS if ckpt is not None or stream else STEPS
+    trainer = Trainer(max_steps=steps, accelerator="cpu", devices=world,
                       strategy=strategy, logger=False, callbacks=callbacks, limit_val_batches=0, num_sanity_val_steps=0,
                       enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
              for k, v in model.state_dict().items()}
     tag = "resumed" if ckpt else mode
-    torch.save({"state": state, "losses": losses.by_step}, out / f"{tag}-rank{trainer.global_rank}.pt")
+    torch.save({"state": state, "losses": losses.by_step, "blocks": losses.blocks},
+               out / f"{tag}-rank{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":

@@ -64,3 +64,27 @@ def test_fsdp2_two_processes_train_a_plugin_with_parameters_save_and_resume(tmp_
     resumed0, resumed1 = result(tmp_path, "resumed-rank0"), result(tmp_path, "resumed-rank1")
     assert sorted(resumed0["losses"]) == [5, 6, 7, 8]  # continued from step 4
     assert_same_weights(resumed0["state"], resumed1["state"])
+
+
+@pytest.mark.slow
+def test_streaming_ddp_ranks_end_epochs_together_and_resume_where_they_stopped(tmp_path: Path, write_corpus) -> None:
+    # 2 ranks x 2 workers = 4 readers, one shard each: rank 0 reads shards 0-1, rank 1 the smaller shards 2-3.
+    for shard, docs in enumerate([12, 12, 4, 4]):
+        write_corpus(tmp_path / f"shard-{shard}.txt", docs, seed=shard)
+    shards = tmp_path / "shard-*.txt"
+    train("stream", tmp_path, shards)
+    full = [result(tmp_path, f"stream-rank{r}") for r in range(2)]
+    assert sorted(full[0]["blocks"]) == sorted(full[1]["blocks"]) == list(range(1, 9))  # the same steps, no hang
+    epochs = [[full[r]["blocks"][s][0] for s in range(1, 9)] for r in range(2)]
+    assert epochs[0] == epochs[1] and 0 in epochs[0] and 1 in epochs[0]  # rank 0 ended epoch 0 with rank 1
+    stop = 3
+    assert epochs[0][stop] == 0  # the stop is mid-epoch
+
+    train("stream", tmp_path, shards, ckpt=tmp_path / "steps" / f"step={stop}.ckpt")
+    for rank in range(2):
+        resumed = result(tmp_path, f"resumed-rank{rank}")
+        assert sorted(resumed["blocks"]) == list(range(stop + 1, 9))
+        for step in resumed["blocks"]:
+            # Each rank continues its own stream where it stopped: the same blocks, hence bitwise the same losses.
+            assert resumed["blocks"][step] == full[rank]["blocks"][step], (rank, step)
+            assert resumed["losses"][step] == full[rank]["losses"][step], (rank, step)
