@@ -22,6 +22,7 @@ from lmforge.core.plugins import Regularizer
 from lmforge.core.sharding import FSDP2Strategy
 from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.objectives.causal_lm import CausalLM
+from lmforge.plugins.regularizers.l2_penalty import L2Penalty
 
 NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # ranks draw different dropout masks
 TINY = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 16, **NO_DROPOUT})
@@ -39,6 +40,22 @@ class ProbeHead(Regularizer):
 
     def loss(self, ctx):
         return 0.1 * (self.head(ctx.outputs.hidden_states[-1]) + self.bias).pow(2).mean()
+
+
+class PenaltyCheck(Callback):
+    """Per step: the L2 term the run logged, and the same penalty computed here from the whole weights
+    (gathered from the shards) in plain torch, as one process would."""
+
+    def __init__(self, penalty: L2Penalty) -> None:
+        self.penalty, self.logged, self.expected = penalty, {}, {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        params = dict(module.backbone.named_parameters())
+        whole = [params[n].full_tensor() for n in self.penalty.parameter_names]
+        self.expected[trainer.global_step + 1] = self.penalty.weight * sum(float(w.double().pow(2).sum()) for w in whole)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.logged[trainer.global_step] = float(trainer.callback_metrics["loss/l2_penalty"])
 
 
 class Losses(Callback):
@@ -61,12 +78,15 @@ def main() -> None:
                     block_size=16, batch_size=8 // world, cache_dir=str(out / "cache"), seed=0, streaming=stream,
                     num_workers=2 if stream else 0)
     data.checkpoint_path = ckpt
-    plugins = [ProbeHead()] if mode == "fsdp2" else []
+    penalty = L2Penalty(weight=0.01)
+    plugins = [ProbeHead(), penalty] if mode == "fsdp2" else []
     model = LanguageModel(TINY, CausalLM(), regularizers=plugins)
     strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp",
                 "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False)}[mode]
     losses = Losses()
     callbacks = [losses, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, every_n_train_steps=2, save_top_k=0)]
+    if mode == "fsdp2":
+        callbacks.append(PenaltyCheck(penalty))
     if stream:
         callbacks.append(ModelCheckpoint(dirpath=out / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1))
     steps = 2 * STEPS if ckpt is not None or stream else STEPS
@@ -77,7 +97,9 @@ def main() -> None:
     state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
              for k, v in model.state_dict().items()}
     tag = "resumed" if ckpt else mode
-    torch.save({"state": state, "losses": losses.by_step, "blocks": losses.blocks},
+    checks = [c for c in callbacks if isinstance(c, PenaltyCheck)]
+    penalties = {"logged": checks[0].logged, "expected": checks[0].expected} if checks else None
+    torch.save({"state": state, "losses": losses.by_step, "blocks": losses.blocks, "penalty": penalties},
                out / f"{tag}-rank{trainer.global_rank}.pt")
 
 

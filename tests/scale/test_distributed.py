@@ -53,6 +53,13 @@ def test_fsdp2_two_processes_train_a_plugin_with_parameters_save_and_resume(tmp_
     train("fsdp2", tmp_path, corpus)
     rank0, rank1 = result(tmp_path, "fsdp2-rank0"), result(tmp_path, "fsdp2-rank1")
     assert_same_weights(rank0["state"], rank1["state"])  # sharded backbone and replicated plugin agree
+    # L2Penalty on the sharded weights: every rank's loss term is the penalty of the whole weights (summed in
+    # float32 over shards, so equal to the float64 one-process sum up to float32 rounding).
+    for rank in (rank0, rank1):
+        logged, expected = rank["penalty"]["logged"], rank["penalty"]["expected"]
+        assert sorted(logged) == sorted(expected) == [1, 2, 3, 4]
+        for step in logged:
+            assert logged[step] == pytest.approx(expected[step], rel=1e-6), step
     probe = rank0["state"]["regularizers.0.head.weight"]
     assert probe.abs().sum() > 0 and not torch.equal(rank0["state"]["regularizers.0.bias"], torch.zeros(()))
 
