@@ -1,7 +1,9 @@
 """Trains a tiny GPT-2 for a few steps; launched by tests/scale/test_distributed.py (Lightning re-launches it
 once per rank for ``ddp``/``fsdp2``). Writes ``<mode>-rank<r>.pt`` with the final weights and losses.
 
-    python _train_script.py MODE OUT_DIR CORPUS [CKPT]     MODE: single | ddp | fsdp2 | stream
+    python _train_script.py MODE OUT_DIR CORPUS [CKPT]     MODE: single | ddp | fsdp2 | fsdp2-dcp | stream
+
+``fsdp2-dcp``: ``fsdp2`` saving distributed checkpoints (one shard per rank, a directory), after every step.
 
 ``stream``: DDP over ``TextData(streaming=True)`` with 2 dataloader workers per rank (CORPUS is a glob of
 shards), a checkpoint after every step, and the blocks of every step recorded.
@@ -79,17 +81,18 @@ def main() -> None:
                     num_workers=2 if stream else 0)
     data.checkpoint_path = ckpt
     penalty = L2Penalty(weight=0.01)
-    plugins = [ProbeHead(), penalty] if mode == "fsdp2" else []
+    sharded = mode.startswith("fsdp2")
+    plugins = [ProbeHead(), penalty] if sharded else []
     model = LanguageModel(TINY, CausalLM(), regularizers=plugins)
-    strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp",
-                "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False)}[mode]
+    strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp", "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False),
+                "fsdp2-dcp": FSDP2Strategy(save_distributed_checkpoint=True)}[mode]
     losses = Losses()
     callbacks = [losses, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, every_n_train_steps=2, save_top_k=0)]
-    if mode == "fsdp2":
+    if sharded:
         callbacks.append(PenaltyCheck(penalty))
-    if stream:
+    if stream or mode == "fsdp2-dcp":
         callbacks.append(ModelCheckpoint(dirpath=out / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1))
-    steps = 2 * STEPS if ckpt is not None or stream else STEPS
+    steps = 2 * STEPS if ckpt is not None or stream or mode == "fsdp2-dcp" else STEPS
     trainer = Trainer(max_steps=steps, accelerator="cpu", devices=world,
                       strategy=strategy, logger=False, callbacks=callbacks, limit_val_batches=0, num_sanity_val_steps=0,
                       enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)

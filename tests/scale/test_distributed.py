@@ -95,3 +95,22 @@ def test_streaming_ddp_ranks_end_epochs_together_and_resume_where_they_stopped(t
             # Each rank continues its own stream where it stopped: the same blocks, hence bitwise the same losses.
             assert resumed["blocks"][step] == full[rank]["blocks"][step], (rank, step)
             assert resumed["losses"][step] == full[rank]["losses"][step], (rank, step)
+
+
+@pytest.mark.slow
+def test_fsdp2_resumes_from_a_distributed_checkpoint_as_the_uninterrupted_run(tmp_path: Path, write_corpus) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    train("fsdp2-dcp", tmp_path, corpus)  # 8 steps, a distributed checkpoint (a directory of shards) after each
+    full = [result(tmp_path, f"fsdp2-dcp-rank{r}") for r in range(2)]
+    ckpt = tmp_path / "steps" / "step=4.ckpt"
+    assert ckpt.is_dir() and len(list(ckpt.glob("*.distcp"))) == 2  # one shard file per rank
+    train("fsdp2-dcp", tmp_path, corpus, ckpt=ckpt)
+    resumed = [result(tmp_path, f"resumed-rank{r}") for r in range(2)]
+    assert_same_weights(resumed[0]["state"], resumed[1]["state"])  # the ranks agree after resuming
+    for rank in range(2):
+        assert sorted(resumed[rank]["losses"]) == [5, 6, 7, 8]
+        for step, loss in resumed[rank]["losses"].items():
+            # Bitwise on the CPU: the shards, AdamW moments, plugin parameters and data position are restored
+            # exactly and the arithmetic is the same.
+            assert loss == full[rank]["losses"][step], (rank, step)
+        assert_same_weights(resumed[rank]["state"], full[rank]["state"])
