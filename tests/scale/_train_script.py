@@ -3,6 +3,9 @@ once per rank for ``ddp``/``fsdp2``). Writes ``<mode>-rank<r>.pt`` with the fina
 
     python _train_script.py MODE OUT_DIR CORPUS [CKPT]     MODE: single | ddp | fsdp2 | fsdp2-dcp | stream
 
+``ddp-probe``: ``ddp`` with a ``BiasProbe`` (OUT_DIR/pairs.csv) at a validation after the last step; writes
+the logged ``bias/...`` values, the probe's pair scores and the same pairs scored by this one process alone.
+
 ``fsdp2-dcp``: ``fsdp2`` saving distributed checkpoints (one shard per rank, a directory), after every step.
 
 ``stream``: DDP over ``TextData(streaming=True)`` with 2 dataloader workers per rank (CORPUS is a glob of
@@ -23,6 +26,7 @@ from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Regularizer
 from lmforge.core.sharding import FSDP2Strategy
 from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.plugins.bias.probe import BiasProbe, score_pairs
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.regularizers.l2_penalty import L2Penalty
 
@@ -84,17 +88,21 @@ def main() -> None:
     sharded = mode.startswith("fsdp2")
     plugins = [ProbeHead(), penalty] if sharded else []
     model = LanguageModel(TINY, CausalLM(), regularizers=plugins)
-    strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp", "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False),
+    strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp", "ddp-probe": "ddp", "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False),
                 "fsdp2-dcp": FSDP2Strategy(save_distributed_checkpoint=True)}[mode]
     losses = Losses()
     callbacks = [losses, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, every_n_train_steps=2, save_top_k=0)]
     if sharded:
         callbacks.append(PenaltyCheck(penalty))
+    probe = BiasProbe(pairs=str(out / "pairs.csv"), batch_size=2) if mode == "ddp-probe" else None
+    if probe is not None:
+        callbacks.append(probe)
     if stream or mode == "fsdp2-dcp":
         callbacks.append(ModelCheckpoint(dirpath=out / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1))
     steps = 2 * STEPS if ckpt is not None or stream or mode == "fsdp2-dcp" else STEPS
     trainer = Trainer(max_steps=steps, accelerator="cpu", devices=world,
-                      strategy=strategy, logger=False, callbacks=callbacks, limit_val_batches=0, num_sanity_val_steps=0,
+                      strategy=strategy, logger=False, callbacks=callbacks, num_sanity_val_steps=0,
+                      limit_val_batches=1 if probe else 0, val_check_interval=STEPS if probe else None,
                       enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
@@ -102,7 +110,13 @@ def main() -> None:
     tag = "resumed" if ckpt else mode
     checks = [c for c in callbacks if isinstance(c, PenaltyCheck)]
     penalties = {"logged": checks[0].logged, "expected": checks[0].expected} if checks else None
-    torch.save({"state": state, "losses": losses.by_step, "blocks": losses.blocks, "penalty": penalties},
+    bias = None
+    if probe is not None:
+        alone = score_pairs(model.backbone, model.tokenizer, probe.pairs, "causal", batch_size=2)
+        bias = {"logged": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("bias/")},
+                "scores": (probe.result.more, probe.result.less), "alone": (alone.more, alone.less),
+                "alone_scores": alone.scores()}
+    torch.save({"state": state, "losses": losses.by_step, "blocks": losses.blocks, "penalty": penalties, "bias": bias},
                out / f"{tag}-rank{trainer.global_rank}.pt")
 
 

@@ -114,3 +114,26 @@ def test_fsdp2_resumes_from_a_distributed_checkpoint_as_the_uninterrupted_run(tm
             # exactly and the arithmetic is the same.
             assert loss == full[rank]["losses"][step], (rank, step)
         assert_same_weights(resumed[rank]["state"], full[rank]["state"])
+
+
+@pytest.mark.slow
+def test_bias_probe_under_ddp_logs_the_one_process_scores(tmp_path: Path, write_corpus) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    pairs = [("the cat sat on a mat.", "the dog sat on a mat."), ("she read a book.", "he read a book."),
+             ("the birds sang.", "the dog sang."), ("he cooked rice.", "she cooked rice."),
+             ("they walked home.", "they ran home."), ("the sun was warm.", "the park was warm."),
+             ("a cat ran to the park.", "a dog ran to the park."), ("she sat in the sun.", "he sat in the sun."),
+             ("the trees were tall.", "the birds were tall.")]  # 18 sentences in batches of 2: 5 + 4 batches
+    rows = ["sent_more,sent_less,stereo_antistereo,bias_type"]
+    rows += [f"{more},{less},stereo,{'gender' if i % 2 else 'other'}" for i, (more, less) in enumerate(pairs)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    train("ddp-probe", tmp_path, corpus)
+    for rank in range(2):
+        bias = result(tmp_path, f"ddp-probe-rank{rank}")["bias"]
+        # Each rank scored its share; the gathered scores are every pair's, as one process scores them alone
+        # (the same batches, so the same numbers), and the logged percentages are the one-process ones
+        # (Lightning logs them as float32).
+        assert bias["scores"] == bias["alone"]
+        expected = {f"bias/{k}": pytest.approx(v, rel=1e-7) for k, v in bias["alone_scores"].items()}
+        assert bias["logged"] == expected
+        assert set(bias["logged"]) == {"bias/gender", "bias/other", "bias/overall"}
