@@ -6,6 +6,10 @@ once per rank for ``ddp``/``fsdp2``). Writes ``<mode>-rank<r>.pt`` with the fina
 ``ddp-probe``: ``ddp`` with a ``BiasProbe`` (OUT_DIR/pairs.csv) at a validation after the last step; writes
 the logged ``bias/...`` values, the probe's pair scores and the same pairs scored by this one process alone.
 
+``ddp-plugins``: ``ddp`` with ``AdversarialDebiasing`` and ``LogitDistillation`` from OUT_DIR/teacher (a HF
+model directory with its tokenizer, which the run uses); writes what the teacher shares with the optimizer and
+the DDP-wrapped module, and its weights after training.
+
 ``fsdp2-dcp``: ``fsdp2`` saving distributed checkpoints (one shard per rank, a directory), after every step.
 
 ``stream``: DDP over ``TextData(streaming=True)`` with 2 dataloader workers per rank (CORPUS is a glob of
@@ -26,7 +30,9 @@ from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Regularizer
 from lmforge.core.sharding import FSDP2Strategy
 from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.plugins.bias.adversarial_debiasing import AdversarialDebiasing
 from lmforge.plugins.bias.probe import BiasProbe, score_pairs
+from lmforge.plugins.distillation.logit_distillation import LogitDistillation
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.regularizers.l2_penalty import L2Penalty
 
@@ -64,6 +70,20 @@ class PenaltyCheck(Callback):
         self.logged[trainer.global_step] = float(trainer.callback_metrics["loss/l2_penalty"])
 
 
+class TeacherCheck(Callback):
+    """During training (Lightning unwraps the model at the end): what the teacher shares with the optimizer
+    and the DDP-wrapped module."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        teacher = {id(p) for p in module.distiller._teacher.model.parameters()}
+        optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+        wrapped = {id(p) for p in trainer.strategy.model.parameters()}
+        self.found = {"wrapper": type(trainer.strategy.model).__name__,
+                      "teacher_in_optimizer": len(teacher & optimized), "teacher_in_wrapped_module": len(teacher & wrapped),
+                      "teacher_training": module.distiller._teacher.model.training,
+                      "terms": sorted(k for k in trainer.callback_metrics if k.startswith("loss/"))}
+
+
 class Losses(Callback):
     def __init__(self) -> None:
         self.by_step = {}
@@ -80,15 +100,22 @@ def main() -> None:
     seed_everything(0)
     world = 1 if mode == "single" else 2
     stream = mode == "stream"
-    data = TextData(train=corpus, val=corpus, tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
+    teacher = out / "teacher"
+    tokenizer = TokenizerSpec(path=str(teacher)) if mode == "ddp-plugins" else TokenizerSpec(
+        train=TokenizerTraining(vocab_size=300))
+    data = TextData(train=corpus, val=corpus, tokenizer=tokenizer,
                     block_size=16, batch_size=8 // world, cache_dir=str(out / "cache"), seed=0, streaming=stream,
                     num_workers=2 if stream else 0)
     data.checkpoint_path = ckpt
     penalty = L2Penalty(weight=0.01)
     sharded = mode.startswith("fsdp2")
     plugins = [ProbeHead(), penalty] if sharded else []
-    model = LanguageModel(TINY, CausalLM(), regularizers=plugins)
-    strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp", "ddp-probe": "ddp", "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False),
+    extra = {}
+    if mode == "ddp-plugins":
+        extra = {"bias_mitigators": [AdversarialDebiasing(adversary_hidden=8)],
+                 "distiller": LogitDistillation(teacher=str(teacher))}
+    model = LanguageModel(TINY, CausalLM(), regularizers=plugins, **extra)
+    strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp", "ddp-probe": "ddp", "ddp-plugins": "ddp", "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False),
                 "fsdp2-dcp": FSDP2Strategy(save_distributed_checkpoint=True)}[mode]
     losses = Losses()
     callbacks = [losses, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, every_n_train_steps=2, save_top_k=0)]
@@ -97,6 +124,9 @@ def main() -> None:
     probe = BiasProbe(pairs=str(out / "pairs.csv"), batch_size=2) if mode == "ddp-probe" else None
     if probe is not None:
         callbacks.append(probe)
+    teacher_check = TeacherCheck() if mode == "ddp-plugins" else None
+    if teacher_check is not None:
+        callbacks.append(teacher_check)
     if stream or mode == "fsdp2-dcp":
         callbacks.append(ModelCheckpoint(dirpath=out / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1))
     steps = 2 * STEPS if ckpt is not None or stream or mode == "fsdp2-dcp" else STEPS
@@ -116,7 +146,12 @@ def main() -> None:
         bias = {"logged": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("bias/")},
                 "scores": (probe.result.more, probe.result.less), "alone": (alone.more, alone.less),
                 "alone_scores": alone.scores()}
-    torch.save({"state": state, "losses": losses.by_step, "blocks": losses.blocks, "penalty": penalties, "bias": bias},
+    plugins_check = None
+    if teacher_check is not None:
+        teacher_state = model.distiller._teacher.model.state_dict()
+        plugins_check = {**teacher_check.found, "teacher": {k: v.detach().clone() for k, v in teacher_state.items()}}
+    torch.save({"state": state, "losses": losses.by_step, "blocks": losses.blocks, "penalty": penalties, "bias": bias,
+                "plugins": plugins_check},
                out / f"{tag}-rank{trainer.global_rank}.pt")
 
 

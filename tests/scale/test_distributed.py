@@ -137,3 +137,33 @@ def test_bias_probe_under_ddp_logs_the_one_process_scores(tmp_path: Path, write_
         expected = {f"bias/{k}": pytest.approx(v, rel=1e-7) for k, v in bias["alone_scores"].items()}
         assert bias["logged"] == expected
         assert set(bias["logged"]) == {"bias/gender", "bias/other", "bias/overall"}
+
+
+@pytest.mark.slow
+def test_ddp_keeps_the_teacher_out_and_the_adversary_identical_on_both_ranks(tmp_path: Path, write_corpus) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
+
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    tokenizer = train_tokenizer([corpus.read_text().splitlines()], TokenizerTraining(vocab_size=300), "bpe")
+    torch.manual_seed(1)
+    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=32, n_head=2, n_positions=16,
+                                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    teacher.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(str(tmp_path / "teacher"))
+    train("ddp-plugins", tmp_path, corpus)
+    rank0, rank1 = result(tmp_path, "ddp-plugins-rank0"), result(tmp_path, "ddp-plugins-rank1")
+    adversary = [k for k in rank0["state"] if k.startswith("bias_mitigators.0.adversary.")]
+    assert adversary and not any(k.startswith("distiller") for k in rank0["state"])  # no teacher in the student
+    assert_same_weights(rank0["state"], rank1["state"])  # the adversary (and the student) agree bitwise
+    for rank in (rank0, rank1):
+        check = rank["plugins"]
+        assert check["wrapper"] == "DistributedDataParallel"
+        assert check["teacher_in_optimizer"] == 0 and check["teacher_in_wrapped_module"] == 0
+        assert check["teacher_training"] is False  # eval mode: no dropout in the teacher
+        # Both plugins took part: the adversary had examples to train on, the teacher gave a distillation term.
+        assert {"loss/adversary", "loss/adversarial_debiasing", "loss/logit_distillation"} <= set(check["terms"])
+        for name, value in teacher.state_dict().items():  # frozen: the teacher's weights did not move
+            assert torch.equal(check["teacher"][name], value), name
+    assert set(rank0["losses"]) == {1, 2, 3, 4}
