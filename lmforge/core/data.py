@@ -503,8 +503,8 @@ class TextData(BaseTextData):
         texts = list(itertools.islice(stream, self.streaming_tokenizer_documents))
         if not texts:
             raise ValueError(f"data.train: {[str(f) for f in files]} hold no non-empty document.")
-        log.info("data.streaming: the tokenizer is trained on the first %d training documents "
-                 "(data.streaming_tokenizer_documents=%d)", len(texts), self.streaming_tokenizer_documents)
+        log.info("data.streaming: the tokenizer to train is trained (or found cached) for the first %d training "
+                 "documents (data.streaming_tokenizer_documents=%d)", len(texts), self.streaming_tokenizer_documents)
         return datasets.Dataset.from_dict({"text": texts})
 
     def _load_splits(self) -> dict[str, datasets.Dataset]:

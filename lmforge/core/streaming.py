@@ -149,8 +149,11 @@ class StreamingLoader(StatefulDataLoader):
         super().__init__(dataset, **kwargs)
         self.trainer = trainer
         self._snapshots: dict[int, dict[str, Any]] = {}
-        self._resume: dict[str, Any] = {"batches": 0, "loader": {}}
+        self._resume = self._start()
         self._warned = False
+
+    def _start(self) -> dict[str, Any]:
+        return {"batches": 0, "loader": {}, "workers": self.num_workers}
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -161,7 +164,7 @@ class StreamingLoader(StatefulDataLoader):
 
     def _batches(self, iterator: Any, start: dict[str, Any]) -> Iterator[Any]:
         count = start["batches"]
-        self._resume = {"batches": 0, "loader": {}}
+        self._resume = self._start()
         self._snapshots = {count: start}
         rank, world = self._world()
         while True:
@@ -181,7 +184,8 @@ class StreamingLoader(StatefulDataLoader):
             if not more:
                 return
             count += 1
-            self._snapshots[count] = {"batches": count, "loader": copy.deepcopy(iterator.state_dict())}
+            self._snapshots[count] = {"batches": count, "loader": copy.deepcopy(iterator.state_dict()),
+                                      "workers": self.num_workers}
             self._snapshots.pop(count - self.KEEP, None)
             yield batch
 
@@ -221,6 +225,11 @@ class StreamingLoader(StatefulDataLoader):
                 f"data.streaming: the checkpoint holds the stream positions of {len(states)} rank(s) but this run "
                 f"has {world}. Resume a streaming run with the same number of processes (trainer.devices x "
                 "trainer.num_nodes) and data.num_workers."
+            )
+        if states[rank]["workers"] != self.num_workers:
+            raise ValueError(
+                f"data.num_workers: the checkpoint's stream was read by {states[rank]['workers']} worker(s) per rank, "
+                f"this run has {self.num_workers}. Resume a streaming run with the same data.num_workers."
             )
         self._resume = states[rank]
         super().load_state_dict(self._resume["loader"])

@@ -175,3 +175,15 @@ def test_streaming_needs_val_and_refuses_text_stage_plugins(tmp_path: Path) -> N
     data.trainer.lightning_module = SimpleNamespace(data_plugins=lambda: [RandomSwap()])
     with pytest.raises(ValueError, match=r"RandomSwap\.process_text.*data.streaming to false"):
         data.setup("fit")
+
+
+def test_stream_positions_resume_only_with_the_same_ranks_and_workers(tmp_path: Path) -> None:
+    from lmforge.core.streaming import StreamingLoader
+
+    blocks = StreamingBlocks(write_text_shards(tmp_path, [4]), CharTokenizer(), block_size=8)
+    loader = StreamingLoader(blocks, stub_trainer(0, 1), batch_size=2)
+    saved = {"batches": 3, "loader": {}, "workers": 2}
+    with pytest.raises(ValueError, match="stream positions of 2 rank"):
+        loader.load_state_dict({"ranks": [saved, saved]})
+    with pytest.raises(ValueError, match="same data.num_workers"):
+        loader.load_state_dict({"ranks": [saved]})
