@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lmforge.core.files import documents_dataset, resolve_files
 from lmforge.core.plugin_checks import hook_guard
 from lmforge.core.plugins import Augmenter, Plugin, overrides
-from lmforge.core.streaming import StreamingBlocks, StreamingLoader
 from lmforge.core.tokenizer import (
     TokenizerSpec,
     TokenizerTraining,
@@ -48,6 +47,8 @@ from lmforge.core.tokenizer import (
 if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedTokenizerBase
+
+    from lmforge.core.streaming import StreamingLoader
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +439,8 @@ class TextData(BaseTextData):
 
     def _stream_loader(self) -> StreamingLoader:
         """Blocks read, tokenized and packed on the fly; each (rank, worker) reads its own part of the files."""
+        from lmforge.core.streaming import StreamingBlocks, StreamingLoader  # torchdata only for streaming runs
+
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         blocks = StreamingBlocks(resolve_files(self.train_files, "data.train"),
@@ -496,6 +499,8 @@ class TextData(BaseTextData):
         """The first ``streaming_tokenizer_documents`` training documents, which a tokenizer to train is trained
         on (read only when one is: not with ``tokenizer.path`` or a checkpoint's tokenizer)."""
         import datasets
+
+        from lmforge.core.streaming import StreamingBlocks
 
         if self.tokenizer_spec.path is not None or (self.checkpoint_path and Path(self.checkpoint_path).is_file()):
             return datasets.Dataset.from_dict({"text": []})
