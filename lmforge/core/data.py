@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import random
@@ -47,6 +48,8 @@ from lmforge.core.tokenizer import (
 if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedTokenizerBase
+
+    from lmforge.core.streaming import StreamingLoader
 
 log = logging.getLogger(__name__)
 
@@ -369,6 +372,15 @@ class TextData(BaseTextData):
             one piece, however long.
         skip_bad_lines: In ``jsonl`` files, skip lines that are not a JSON
             object (and say how many, per file) instead of stopping at the first.
+        streaming: Read the training files lazily, tokenizing and packing on
+            the fly (`lmforge.core.streaming`), instead of tokenizing them
+            into the cache first: for corpora larger than memory or disk
+            cache. Needs ``val``; the validation split is built as without
+            streaming. Resuming with ``--ckpt_path`` continues the epoch where
+            it stopped (see docs/scaling.md).
+        streaming_tokenizer_documents: With ``streaming`` and a tokenizer to
+            train (no ``tokenizer.path``), train it on the first this many
+            training documents, in file order.
     """
 
     def __init__(
@@ -385,6 +397,8 @@ class TextData(BaseTextData):
         seed: int | None = None,
         max_document_chars: int | None = 100_000,
         skip_bad_lines: bool = False,
+        streaming: bool = False,
+        streaming_tokenizer_documents: int = 100_000,
     ) -> None:
         if max_document_chars is not None and max_document_chars < 1:
             raise ValueError(f"data.max_document_chars must be at least 1 (or null), got {max_document_chars}.")
@@ -400,12 +414,39 @@ class TextData(BaseTextData):
         self.block_size = block_size
         self.max_document_chars = max_document_chars
         self.skip_bad_lines = skip_bad_lines
+        if streaming and val is None:
+            raise ValueError(
+                "data.streaming needs data.val (validation files): holding out data.val_fraction of a stream would "
+                "read all of it first. Give data.val, or set data.streaming to false."
+            )
+        if streaming_tokenizer_documents < 1:
+            raise ValueError(
+                f"data.streaming_tokenizer_documents must be at least 1, got {streaming_tokenizer_documents}."
+            )
+        self.streaming = streaming
+        self.streaming_tokenizer_documents = streaming_tokenizer_documents
         self.datasets: dict[str, PackedBlocks] = {}
 
     # -- Lightning hooks -------------------------------------------------------------------------
 
     def train_dataloader(self) -> DataLoader:
+        if self.streaming:
+            return self._stream_loader()
         return self._train_loader(self.datasets["train"], _collate_batch)
+
+    def _stream_loader(self) -> StreamingLoader:
+        """Blocks read, tokenized and packed on the fly; each (rank, worker) reads its own part of the files."""
+        from lmforge.core.streaming import StreamingBlocks, StreamingLoader  # torchdata only for streaming runs
+
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        blocks = StreamingBlocks(resolve_files(self.train_files, "data.train"),
+                                 _TokenizeTexts(self.tokenizer, self.max_document_chars), self.block_size,
+                                 self.text_column, rank, world)
+        # A batch may hold fewer blocks at the end of a worker's stream: no block is dropped. Workers are not
+        # persistent: each epoch starts them anew, so a position restored for one epoch cannot leak into the next.
+        return StreamingLoader(blocks, trainer, batch_size=self.batch_size, num_workers=self.num_workers,
+                               pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["val"], _collate_batch, shuffle=False)
@@ -421,6 +462,9 @@ class TextData(BaseTextData):
         module = self.trainer.lightning_module if self.trainer is not None else None
         if hasattr(module, "check_data"):
             module.check_data(self)  # settings the model cannot take fail before any file is read
+        if self.streaming:
+            self._build_streaming()
+            return
         raw = self._load_splits()
         self.tokenizer = self._get_tokenizer(raw["train"])
         plugins = self._plugins()
@@ -429,6 +473,41 @@ class TextData(BaseTextData):
             if split == "train":
                 self.train_weights = self._sample_weights(docs, plugins)
             self.datasets[split] = self._layout(docs, split)
+
+    def _build_streaming(self) -> None:
+        """The tokenizer and the validation split; the training split is read while training (`_stream_loader`)."""
+        plugins = self._plugins()
+        unsupported = [f"{type(p).__name__}.{hook}" for p in plugins for hook in ("process_text", "sample_weights")
+                       if overrides(p, hook) and (hook == "sample_weights" or isinstance(p, Augmenter)
+                                                  or "train" in p.splits)]
+        if unsupported:
+            raise ValueError(
+                f"data.streaming: the training split is not run through data-stage plugin hooks yet, and this "
+                f"recipe has {', '.join(unsupported)}. Set data.streaming to false, or remove those plugins."
+            )
+        files = resolve_files(self.train_files, "data.train")
+        self.tokenizer = self._get_tokenizer(self._tokenizer_sample(files))
+        cache = str(self.cache_dir / "datasets")
+        val = documents_dataset(resolve_files(self.val_files, "data.val"), key="data.val", text_column=self.text_column,
+                                cache_dir=cache, skip_bad_lines=self.skip_bad_lines)
+        self.datasets["val"] = self._layout(self._apply_text_plugins(val, "val", plugins), "val")
+
+    def _tokenizer_sample(self, files: list[Path]) -> datasets.Dataset:
+        """The first ``streaming_tokenizer_documents`` training documents, which a tokenizer to train is trained
+        on (read only when one is: not with ``tokenizer.path`` or a checkpoint's tokenizer)."""
+        import datasets
+
+        from lmforge.core.streaming import StreamingBlocks
+
+        if self.tokenizer_spec.path is not None or (self.checkpoint_path and Path(self.checkpoint_path).is_file()):
+            return datasets.Dataset.from_dict({"text": []})
+        stream = StreamingBlocks(files, None, self.block_size, self.text_column).documents(0, 1)
+        texts = list(itertools.islice(stream, self.streaming_tokenizer_documents))
+        if not texts:
+            raise ValueError(f"data.train: {[str(f) for f in files]} hold no non-empty document.")
+        log.info("data.streaming: the tokenizer to train is trained (or found cached) for the first %d training "
+                 "documents (data.streaming_tokenizer_documents=%d)", len(texts), self.streaming_tokenizer_documents)
+        return datasets.Dataset.from_dict({"text": texts})
 
     def _load_splits(self) -> dict[str, datasets.Dataset]:
         cache = str(self.cache_dir / "datasets")
@@ -490,6 +569,13 @@ class _Tokenize:
         for i in long:
             ids[i] = encode_long(self.tokenizer, examples["text"][i], self.max_chars)
         return {"input_ids": ids}
+
+
+class _TokenizeTexts(_Tokenize):
+    """`_Tokenize` for a list of texts (what `StreamingBlocks` calls)."""
+
+    def __call__(self, texts: list[str]) -> dict[str, list]:
+        return super().__call__({"text": texts})
 
 
 class _TextStage:

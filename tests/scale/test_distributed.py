@@ -53,6 +53,13 @@ def test_fsdp2_two_processes_train_a_plugin_with_parameters_save_and_resume(tmp_
     train("fsdp2", tmp_path, corpus)
     rank0, rank1 = result(tmp_path, "fsdp2-rank0"), result(tmp_path, "fsdp2-rank1")
     assert_same_weights(rank0["state"], rank1["state"])  # sharded backbone and replicated plugin agree
+    # L2Penalty on the sharded weights: every rank's loss term is the penalty of the whole weights (summed in
+    # float32 over shards, so equal to the float64 one-process sum up to float32 rounding).
+    for rank in (rank0, rank1):
+        logged, expected = rank["penalty"]["logged"], rank["penalty"]["expected"]
+        assert sorted(logged) == sorted(expected) == [1, 2, 3, 4]
+        for step in logged:
+            assert logged[step] == pytest.approx(expected[step], rel=1e-6), step
     probe = rank0["state"]["regularizers.0.head.weight"]
     assert probe.abs().sum() > 0 and not torch.equal(rank0["state"]["regularizers.0.bias"], torch.zeros(()))
 
@@ -64,3 +71,99 @@ def test_fsdp2_two_processes_train_a_plugin_with_parameters_save_and_resume(tmp_
     resumed0, resumed1 = result(tmp_path, "resumed-rank0"), result(tmp_path, "resumed-rank1")
     assert sorted(resumed0["losses"]) == [5, 6, 7, 8]  # continued from step 4
     assert_same_weights(resumed0["state"], resumed1["state"])
+
+
+@pytest.mark.slow
+def test_streaming_ddp_ranks_end_epochs_together_and_resume_where_they_stopped(tmp_path: Path, write_corpus) -> None:
+    # 2 ranks x 2 workers = 4 readers, one shard each: rank 0 reads shards 0-1, rank 1 the smaller shards 2-3.
+    for shard, docs in enumerate([12, 12, 4, 4]):
+        write_corpus(tmp_path / f"shard-{shard}.txt", docs, seed=shard)
+    shards = tmp_path / "shard-*.txt"
+    train("stream", tmp_path, shards)
+    full = [result(tmp_path, f"stream-rank{r}") for r in range(2)]
+    assert sorted(full[0]["blocks"]) == sorted(full[1]["blocks"]) == list(range(1, 9))  # the same steps, no hang
+    epochs = [[full[r]["blocks"][s][0] for s in range(1, 9)] for r in range(2)]
+    assert epochs[0] == epochs[1] and 0 in epochs[0] and 1 in epochs[0]  # rank 0 ended epoch 0 with rank 1
+    stop = 3
+    assert epochs[0][stop] == 0  # the stop is mid-epoch
+
+    train("stream", tmp_path, shards, ckpt=tmp_path / "steps" / f"step={stop}.ckpt")
+    for rank in range(2):
+        resumed = result(tmp_path, f"resumed-rank{rank}")
+        assert sorted(resumed["blocks"]) == list(range(stop + 1, 9))
+        for step in resumed["blocks"]:
+            # Each rank continues its own stream where it stopped: the same blocks, hence bitwise the same losses.
+            assert resumed["blocks"][step] == full[rank]["blocks"][step], (rank, step)
+            assert resumed["losses"][step] == full[rank]["losses"][step], (rank, step)
+
+
+@pytest.mark.slow
+def test_fsdp2_resumes_from_a_distributed_checkpoint_as_the_uninterrupted_run(tmp_path: Path, write_corpus) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    train("fsdp2-dcp", tmp_path, corpus)  # 8 steps, a distributed checkpoint (a directory of shards) after each
+    full = [result(tmp_path, f"fsdp2-dcp-rank{r}") for r in range(2)]
+    ckpt = tmp_path / "steps" / "step=4.ckpt"
+    assert ckpt.is_dir() and len(list(ckpt.glob("*.distcp"))) == 2  # one shard file per rank
+    train("fsdp2-dcp", tmp_path, corpus, ckpt=ckpt)
+    resumed = [result(tmp_path, f"resumed-rank{r}") for r in range(2)]
+    assert_same_weights(resumed[0]["state"], resumed[1]["state"])  # the ranks agree after resuming
+    for rank in range(2):
+        assert sorted(resumed[rank]["losses"]) == [5, 6, 7, 8]
+        for step, loss in resumed[rank]["losses"].items():
+            # Bitwise on the CPU: the shards, AdamW moments, plugin parameters and data position are restored
+            # exactly and the arithmetic is the same.
+            assert loss == full[rank]["losses"][step], (rank, step)
+        assert_same_weights(resumed[rank]["state"], full[rank]["state"])
+
+
+@pytest.mark.slow
+def test_bias_probe_under_ddp_logs_the_one_process_scores(tmp_path: Path, write_corpus) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    pairs = [("the cat sat on a mat.", "the dog sat on a mat."), ("she read a book.", "he read a book."),
+             ("the birds sang.", "the dog sang."), ("he cooked rice.", "she cooked rice."),
+             ("they walked home.", "they ran home."), ("the sun was warm.", "the park was warm."),
+             ("a cat ran to the park.", "a dog ran to the park."), ("she sat in the sun.", "he sat in the sun."),
+             ("the trees were tall.", "the birds were tall.")]  # 18 sentences in batches of 2: 5 + 4 batches
+    rows = ["sent_more,sent_less,stereo_antistereo,bias_type"]
+    rows += [f"{more},{less},stereo,{'gender' if i % 2 else 'other'}" for i, (more, less) in enumerate(pairs)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    train("ddp-probe", tmp_path, corpus)
+    for rank in range(2):
+        bias = result(tmp_path, f"ddp-probe-rank{rank}")["bias"]
+        # Each rank scored its share; the gathered scores are every pair's, as one process scores them alone
+        # (the same batches, so the same numbers), and the logged percentages are the one-process ones
+        # (Lightning logs them as float32).
+        assert bias["scores"] == bias["alone"]
+        expected = {f"bias/{k}": pytest.approx(v, rel=1e-7) for k, v in bias["alone_scores"].items()}
+        assert bias["logged"] == expected
+        assert set(bias["logged"]) == {"bias/gender", "bias/other", "bias/overall"}
+
+
+@pytest.mark.slow
+def test_ddp_keeps_the_teacher_out_and_the_adversary_identical_on_both_ranks(tmp_path: Path, write_corpus) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
+
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    tokenizer = train_tokenizer([corpus.read_text().splitlines()], TokenizerTraining(vocab_size=300), "bpe")
+    torch.manual_seed(1)
+    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=32, n_head=2, n_positions=16,
+                                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    teacher.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(str(tmp_path / "teacher"))
+    train("ddp-plugins", tmp_path, corpus)
+    rank0, rank1 = result(tmp_path, "ddp-plugins-rank0"), result(tmp_path, "ddp-plugins-rank1")
+    adversary = [k for k in rank0["state"] if k.startswith("bias_mitigators.0.adversary.")]
+    assert adversary and not any(k.startswith("distiller") for k in rank0["state"])  # no teacher in the student
+    assert_same_weights(rank0["state"], rank1["state"])  # the adversary (and the student) agree bitwise
+    for rank in (rank0, rank1):
+        check = rank["plugins"]
+        assert check["wrapper"] == "DistributedDataParallel"
+        assert check["teacher_in_optimizer"] == 0 and check["teacher_in_wrapped_module"] == 0
+        assert check["teacher_training"] is False  # eval mode: no dropout in the teacher
+        # Both plugins took part: the adversary had examples to train on, the teacher gave a distillation term.
+        assert {"loss/adversary", "loss/adversarial_debiasing", "loss/logit_distillation"} <= set(check["terms"])
+        for name, value in teacher.state_dict().items():  # frozen: the teacher's weights did not move
+            assert torch.equal(check["teacher"][name], value), name
+    assert set(rank0["losses"]) == {1, 2, 3, 4}

@@ -21,7 +21,10 @@ denominator), exactly as ``metric.py`` does.
 
 Every forward pass is batched: all sentences (causal) or all (sentence,
 masked position) rows of all pairs (masked) are sorted by length and run in
-padded batches.
+padded batches. Under data parallelism each rank runs every ``world``-th
+batch and the scores are summed over the ranks (`BiasProbe`); every rank runs
+the same number of forward passes (a rank short of a batch repeats one and
+discards it), as sharded models (FSDP) need.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 import csv
 import difflib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -96,10 +99,23 @@ def _check_lengths(model: nn.Module, lengths: Sequence[int]) -> None:
         )
 
 
-def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length, cut into batches (little padding per batch)."""
+#: (rank, world): this process scores every ``world``-th batch, starting at ``rank``.
+Part = tuple[int, int]
+
+
+def _batches(lengths: Sequence[int], batch_size: int, part: Part = (0, 1)) -> list[tuple[list[int], bool]]:
+    """Indices sorted by length, cut into batches (little padding per batch); this part's share of them.
+
+    Returns ``(indices, counted)`` pairs: every part gets the same number of batches, so a part short of one
+    repeats its first batch with ``counted`` False (its results are discarded).
+    """
+    rank, world = part
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    mine = [(b, True) for b in batches[rank::world]]
+    rounds = -(-len(batches) // world)  # ceil: the batches of the part with the most
+    filler = batches[0] if batches else []
+    return mine + [(filler, False)] * (rounds - len(mine)) if filler else mine
 
 
 def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -120,8 +136,12 @@ def _token_log_probs(logits: Tensor, targets: Tensor) -> Tensor:
 
 @torch.no_grad()
 def causal_sentence_scores(model: nn.Module, tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str],
-                           batch_size: int = 64) -> Tensor:
-    """Sum of token log-probabilities of each sentence under a causal LM -> (N,) float64."""
+                           batch_size: int = 64, part: Part = (0, 1)) -> Tensor:
+    """Sum of token log-probabilities of each sentence under a causal LM -> (N,) float64.
+
+    With ``part`` = (rank, world) only that rank's batches are scored (the others' sentences are 0): the
+    sum over the ranks' results is the whole result.
+    """
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     encoded = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
     # Without a start token the first token has no context and goes unscored.
@@ -130,11 +150,12 @@ def causal_sentence_scores(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
     device = _device(model)
     _check_lengths(model, [len(r) for r in rows])
     scores = torch.zeros(len(rows), dtype=torch.float64)
-    for index in _batches([len(r) for r in rows], batch_size):
+    for index, counted in _batches([len(r) for r in rows], batch_size, part):
         ids, mask = _pad([rows[i] for i in index], pad_id, device)  # (B, T)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
         lp = _token_log_probs(logits, ids[:, 1:]) * mask[:, 1:]  # (B, T-1); right padding scores nothing
-        scores[index] = lp.sum(1).double().cpu()
+        if counted:
+            scores[index] = lp.sum(1).double().cpu()
     return scores
 
 
@@ -151,11 +172,12 @@ def shared_positions(a: Sequence[int], b: Sequence[int]) -> tuple[list[int], lis
 
 @torch.no_grad()
 def masked_pair_scores(model: nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
-                       batch_size: int = 256) -> Tensor:
+                       batch_size: int = 256, part: Part = (0, 1)) -> Tensor:
     """Pseudo-log-likelihood of the shared tokens of each sentence pair under a masked LM -> (N, 2) float64.
 
     Each shared, non-special token is masked in turn (one row per sentence and position) and the
-    log-probability of the original token is summed per sentence.
+    log-probability of the original token is summed per sentence. With ``part`` = (rank, world) only that
+    rank's batches of rows are scored: the sum over the ranks' results is the whole result.
     """
     if tokenizer.mask_token_id is None:
         raise ValueError("BiasProbe: scoring a masked LM needs a tokenizer with a mask token.")
@@ -180,13 +202,15 @@ def masked_pair_scores(model: nn.Module, tokenizer: PreTrainedTokenizerBase, pai
     scores = torch.zeros(2 * len(pairs), dtype=torch.float64)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = _device(model)
-    for index in _batches([len(r) for r in rows], batch_size):
+    for index, counted in _batches([len(r) for r in rows], batch_size, part):
         ids, mask = _pad([rows[i] for i in index], pad_id, device)  # (B, T)
         at = torch.tensor([positions[i] for i in index], device=device)
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
         picked = logits[torch.arange(len(index), device=device), at]  # (B, V): the masked position of each row
         target = torch.tensor([targets[i] for i in index], device=device)
-        scores.index_add_(0, torch.tensor([owners[i] for i in index]), _token_log_probs(picked, target).double().cpu())
+        if counted:
+            scores.index_add_(0, torch.tensor([owners[i] for i in index]),
+                              _token_log_probs(picked, target).double().cpu())
     return scores.view(len(pairs), 2)
 
 
@@ -244,20 +268,30 @@ def _percent(prefs: list[int], rows: list[int]) -> float:
 
 
 def score_pairs(model: nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[ProbePair], kind: ModelKind,
-                batch_size: int = 64) -> ProbeResult:
-    """Score every pair with a causal or masked LM (in eval mode; the mode is restored)."""
+                batch_size: int = 64, part: Part = (0, 1),
+                reduce: Callable[[Tensor], Tensor] | None = None) -> ProbeResult:
+    """Score every pair with a causal or masked LM (in eval mode; the mode is restored).
+
+    Args:
+        part: (rank, world): score only this rank's share of the batches.
+        reduce: Sums a tensor over the ranks (an all-reduce), so that every rank gets every pair's scores;
+            needed with ``part`` of more than one rank.
+    """
     was_training = model.training
     model.eval()
     try:
         if kind == "causal":
             sentences = [s for p in pairs for s in (p.sent_more, p.sent_less)]
-            scores = causal_sentence_scores(model, tokenizer, sentences, batch_size).view(len(pairs), 2)
+            scores = causal_sentence_scores(model, tokenizer, sentences, batch_size, part).view(len(pairs), 2)
         elif kind == "masked":
-            scores = masked_pair_scores(model, tokenizer, [(p.sent_more, p.sent_less) for p in pairs], batch_size)
+            scores = masked_pair_scores(model, tokenizer, [(p.sent_more, p.sent_less) for p in pairs], batch_size,
+                                        part)
         else:
             raise ValueError(f"BiasProbe: kind must be 'causal' or 'masked', got {kind!r}.")
     finally:
         model.train(was_training)
+    if reduce is not None:
+        scores = reduce(scores)
     return ProbeResult(list(pairs), scores[:, 0].tolist(), scores[:, 1].tolist())
 
 
@@ -307,8 +341,13 @@ class BiasProbe(Callback):
                               stacklevel=1)
                 self._warned = True
             return
-        self.result = score_pairs(pl_module.backbone, pl_module.tokenizer, self.pairs, kind, self.batch_size)
+        part = (trainer.global_rank, trainer.world_size)
+        reduce = None
+        if trainer.world_size > 1:  # each rank scores its share of the batches; the sum holds every pair's scores
+            def reduce(scores: Tensor) -> Tensor:
+                return trainer.strategy.reduce(scores.to(pl_module.device), reduce_op="sum").cpu()
+        self.result = score_pairs(pl_module.backbone, pl_module.tokenizer, self.pairs, kind, self.batch_size, part,
+                                  reduce)
         for name, value in self.result.scores().items():
-            # Every rank scores the same pairs with the same weights; syncing only keeps Lightning's
-            # distributed logging consistent.
+            # Every rank now holds the same scores; syncing only keeps Lightning's distributed logging consistent.
             pl_module.log(f"bias/{name}", value, sync_dist=True)

@@ -7,14 +7,19 @@ matrix does, and embedding rows of rare tokens would be pulled to zero only
 because they are seldom updated. Norms and embeddings are found by module type
 (any class whose name ends in ``Norm``, such as ``LlamaRMSNorm``, counts as a
 norm), so the defaults work across architectures; name patterns refine them.
+
+Under FSDP2 the parameters are sharded DTensors: `sharded_penalty` computes the penalty of each rank's
+shards and all-reduces the value, so every rank's loss holds the penalty of the whole parameters (the number
+one process computes) while each shard's gradient stays the plain one (``2 * weight * w`` for L2).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 
 from lmforge.core.plugins import Regularizer, StepContext
@@ -82,6 +87,37 @@ def lookup(backbone: nn.Module, names: Sequence[str]) -> list[Tensor]:
     return [params[n] for n in names]
 
 
+def sharded_penalty(penalty: Callable[[Sequence[Tensor]], Tensor], params: Sequence[Tensor]) -> Tensor:
+    """``penalty(params)`` for a penalty that is a sum over elements, when some ``params`` are DTensors.
+
+    Each rank sums its local shards and the sums are all-reduced over the mesh dimensions the parameters are
+    sharded on. Only the value is all-reduced: the gradient flows through this rank's own shards alone, which
+    is each shard's exact gradient, and FSDP2 adds it to the sharded gradient it reduces for the data loss.
+    (A differentiable all-reduce would also sum the other ranks' gradients into each shard: world-size times
+    too large.)
+    """
+    from torch.distributed.tensor import DTensor, Shard
+
+    sharded = [p for p in params if isinstance(p, DTensor)]
+    whole = [p for p in params if not isinstance(p, DTensor)]
+    total = penalty(whole) if whole else None
+    if sharded:
+        import torch.distributed as dist
+
+        mesh, placements = sharded[0].device_mesh, sharded[0].placements
+        if any(p.device_mesh != mesh or p.placements != placements for p in sharded):
+            raise ValueError("WeightPenalty: the penalized parameters must share one device mesh and placement; "
+                             "they are sharded differently.")
+        local = penalty([p.to_local() for p in sharded])
+        reduced = local.detach().clone()
+        for dim, placement in enumerate(placements):
+            if isinstance(placement, Shard):  # summed over the shards; replicas already hold the same values
+                dist.all_reduce(reduced, group=mesh.get_group(dim))
+        local = reduced + (local - local.detach())  # exactly the value of `reduced`, the gradient of `local`
+        total = local if total is None else total + local
+    return total if total is not None else torch.zeros(())
+
+
 class WeightPenalty(Regularizer):
     """Base of `L1Penalty` and `L2Penalty`: ``weight * penalty(selected parameters)``."""
 
@@ -117,4 +153,4 @@ class WeightPenalty(Regularizer):
             )
 
     def loss(self, ctx: StepContext) -> Tensor:
-        return self.weight * self.penalty(lookup(ctx.model.backbone, self.parameter_names))
+        return self.weight * sharded_penalty(self.penalty, lookup(ctx.model.backbone, self.parameter_names))

@@ -130,6 +130,31 @@ def test_masked_scores_equal_crows_pairs_metric() -> None:
     assert result.scores() == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("kind", ["causal", "masked"])
+def test_ranks_shares_of_the_batches_sum_to_the_whole_scores(kind: str) -> None:
+    # What BiasProbe does under data parallelism: rank r of 3 scores every 3rd batch; the all-reduce sums.
+    tokenizer = tiny_tokenizer("bpe" if kind == "causal" else "wordpiece")
+    model = tiny_gpt2(tokenizer) if kind == "causal" else tiny_bert(tokenizer)
+    rows: list[int] = []  # rows of each forward pass
+    model.register_forward_hook(lambda module, args, kwargs, out: rows.append(len(kwargs["input_ids"])),
+                                with_kwargs=True)
+    whole = score_pairs(model, tokenizer, SAMPLE, kind, batch_size=5)
+    whole_passes, whole_rows = len(rows), sum(rows)
+    passes = []
+    parts = []
+    for rank in range(3):
+        rows.clear()
+        parts.append(score_pairs(model, tokenizer, SAMPLE, kind, batch_size=5, part=(rank, 3)))
+        passes.append(len(rows))
+        assert sum(rows) < whole_rows / 2  # a share of the work (the last rank may repeat one batch)
+    assert passes == [-(-whole_passes // 3)] * 3  # every rank ran the same number of forward passes (FSDP needs it)
+    for side in ("more", "less"):
+        summed = [sum(values) for values in zip(*(getattr(p, side) for p in parts))]
+        # Each row is scored by one rank, in the same batch as in one process; masked sentences add their
+        # rows' log-probabilities in another order, hence the tolerance.
+        assert summed == pytest.approx(getattr(whole, side), abs=1e-9 if kind == "causal" else 1e-6)
+
+
 def test_ties_count_in_the_denominator_as_not_preferring_sent_more() -> None:
     # metric.py rounds to 3 decimals: -1.0001 and -1.0004 tie; a tie is neither a stereotyped nor an
     # anti-stereotyped preference, but the pair still counts.
