@@ -11,8 +11,8 @@ utilisation: (6 N + 12 L d T) FLOPs per token (PaLM's count: N parameters, L lay
 of context) over ``--peak-tflops`` (default 989: an H100/H200 SXM's dense bf16 peak).
 
 The bundled corpus is small, so the tokenizer (and the model's vocabulary, in every runner) has about
-8 k tokens rather than GPT-2's 50 k, and the model ~92 M parameters rather than 125 M: the blocks, and so the
-attention and MLP work per token, are GPT-2 small's.
+3.4 k tokens rather than GPT-2's 50 k, and the model ~88 M parameters rather than 125 M: the blocks, and so
+the attention and MLP work per token, are GPT-2 small's.
 
     python benchmarks/gpu_gpt2_125m.py --rounds 3 --out gpu.json          # ~10 min on an H100/H200
     python benchmarks/gpu_gpt2_125m.py --dry-run                         # a CPU smoke test of the script

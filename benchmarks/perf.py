@@ -1,16 +1,19 @@
 """Performance of lmforge against a plain PyTorch loop and the HF Trainer, on the same work.
 
-Training throughput: a small GPT-2 (2 layers x 128 wide, the quickstart model) on the
-bundled corpus, tokenized once with the quickstart tokenizer (BPE, 4k) and packed into
-blocks of 128 tokens, batches of 16, AdamW (lr 2e-3, weight decay 0.1 on matrices,
-none on 1-D parameters), warmup-cosine schedule, gradient clipping at 1.0. Each runner
-trains in its own fresh process, and the runners alternate round by round:
+Training throughput, for a small GPT-2 (2 layers x 128, causal LM, the quickstart model) and a small
+BERT (2 layers x 128, masked LM, 15 % masked freshly each step) built from configs: the bundled corpus,
+tokenized once by lmforge's TextData (BPE 4k for GPT-2, WordPiece 4k for BERT) and packed into
+blocks of 128 tokens, batches of 16, AdamW (lr 2e-3, weight decay 0.1 on matrices, none on 1-D
+parameters), warmup-cosine schedule, gradient clipping at 1.0. Each runner trains in its own fresh
+process, and the runners alternate round by round:
 
   plain            a careful hand-written loop (HF model from config, the same AdamW groups)
-  lmforge          ``lmforge fit`` with the quickstart recipe as users run it (progress bar,
-                   CSV logger, checkpoints, TokenThroughput/ValidationSamples callbacks)
+  plain-tuned      the same loop with lmforge's host-allocator settings (lmforge/core/allocator.py)
+  lmforge          ``lmforge fit`` with the bundled recipe as users run it (quickstart / mlm-pretrain:
+                   progress bar, CSV logger, checkpoints, TokenThroughput/ValidationSamples callbacks)
   lmforge-bare     ``lmforge fit`` with a bare trainer (no logger, bar, checkpoints, validation)
-  hf               ``transformers.Trainer`` (report_to none, no eval, logging_steps large)
+  hf               ``transformers.Trainer`` (report_to none, no eval, logging_steps large; BERT
+                   through DataCollatorForLanguageModeling)
   lmforge+plugins  lmforge-bare plus L2Penalty (regularizer), TokenNoise (batch augmenter) and
                    CounterfactualAugmentation (data-stage bias mitigator: two-sided CDA)
 
@@ -26,7 +29,7 @@ share of step time spent between one step's end and the next one's start, i.e. w
 data), and with ``--scaling`` tokens/s and peak RSS for widths/depths doubling three times and
 for block sizes 64..512. Distillation step vs plain student step: benchmarks/distillation.py.
 
-    python benchmarks/perf.py --rounds 5 --out bench.json        # ~15 min on 2 busy shared cores (~35 s a run)
+    python benchmarks/perf.py --rounds 5 --out bench.json        # ~20 min on 2 CPU cores (~15 s a run)
     python benchmarks/perf.py --rounds 3 --steps 30 --scaling     # plus the scaling section
 """
 
