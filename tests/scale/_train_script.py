@@ -10,6 +10,10 @@ the logged ``bias/...`` values, the probe's pair scores and the same pairs score
 model directory with its tokenizer, which the run uses); writes what the teacher shares with the optimizer and
 the DDP-wrapped module, and its weights after training.
 
+``fsdp2-plugins``: ``fsdp2`` (one full checkpoint file) with the built-in plugins that have parameters,
+``AdversarialDebiasing`` (its adversary head) and ``HiddenStateDistillation`` from the wider OUT_DIR/teacher (its
+learned projection), for 8 steps with a checkpoint after each; writes every step's logged ``loss/...`` terms.
+
 ``fsdp2-dcp``: ``fsdp2`` saving distributed checkpoints (one shard per rank, a directory), after every step.
 
 ``stream``: DDP over ``TextData(streaming=True)`` with 2 dataloader workers per rank (CORPUS is a glob of
@@ -32,6 +36,7 @@ from lmforge.core.sharding import FSDP2Strategy
 from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.bias.adversarial_debiasing import AdversarialDebiasing
 from lmforge.plugins.bias.probe import BiasProbe, score_pairs
+from lmforge.plugins.distillation.hidden_state_distillation import HiddenStateDistillation
 from lmforge.plugins.distillation.logit_distillation import LogitDistillation
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.regularizers.l2_penalty import L2Penalty
@@ -88,9 +93,12 @@ class Losses(Callback):
     def __init__(self) -> None:
         self.by_step = {}
         self.blocks = {}
+        self.terms = {}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.by_step[trainer.global_step] = float(outputs["loss"])
+        self.terms[trainer.global_step] = {k: float(v) for k, v in trainer.callback_metrics.items()
+                                           if k.startswith("loss/")}
         self.blocks[trainer.global_step] = (trainer.current_epoch, batch["input_ids"].tolist())
 
 
@@ -101,7 +109,7 @@ def main() -> None:
     world = 1 if mode == "single" else 2
     stream = mode == "stream"
     teacher = out / "teacher"
-    tokenizer = TokenizerSpec(path=str(teacher)) if mode == "ddp-plugins" else TokenizerSpec(
+    tokenizer = TokenizerSpec(path=str(teacher)) if mode.endswith("-plugins") else TokenizerSpec(
         train=TokenizerTraining(vocab_size=300))
     data = TextData(train=corpus, val=corpus, tokenizer=tokenizer,
                     block_size=16, batch_size=8 // world, cache_dir=str(out / "cache"), seed=0, streaming=stream,
@@ -109,17 +117,21 @@ def main() -> None:
     data.checkpoint_path = ckpt
     penalty = L2Penalty(weight=0.01)
     sharded = mode.startswith("fsdp2")
-    plugins = [ProbeHead(), penalty] if sharded else []
+    plugins = [ProbeHead(), penalty] if sharded and mode != "fsdp2-plugins" else []
     extra = {}
     if mode == "ddp-plugins":
         extra = {"bias_mitigators": [AdversarialDebiasing(adversary_hidden=8)],
                  "distiller": LogitDistillation(teacher=str(teacher))}
+    if mode == "fsdp2-plugins":
+        extra = {"bias_mitigators": [AdversarialDebiasing(adversary_hidden=8)],
+                 "distiller": HiddenStateDistillation(teacher=str(teacher), metric="mse")}
     model = LanguageModel(TINY, CausalLM(), regularizers=plugins, **extra)
     strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp", "ddp-probe": "ddp", "ddp-plugins": "ddp", "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False),
+                "fsdp2-plugins": FSDP2Strategy(save_distributed_checkpoint=False),
                 "fsdp2-dcp": FSDP2Strategy(save_distributed_checkpoint=True)}[mode]
     losses = Losses()
     callbacks = [losses, ModelCheckpoint(dirpath=out / "ckpt", save_last=True, every_n_train_steps=2, save_top_k=0)]
-    if sharded:
+    if plugins:
         callbacks.append(PenaltyCheck(penalty))
     probe = BiasProbe(pairs=str(out / "pairs.csv"), batch_size=2) if mode == "ddp-probe" else None
     if probe is not None:
@@ -127,9 +139,9 @@ def main() -> None:
     teacher_check = TeacherCheck() if mode == "ddp-plugins" else None
     if teacher_check is not None:
         callbacks.append(teacher_check)
-    if stream or mode == "fsdp2-dcp":
+    if stream or mode in ("fsdp2-dcp", "fsdp2-plugins"):
         callbacks.append(ModelCheckpoint(dirpath=out / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1))
-    steps = 2 * STEPS if ckpt is not None or stream or mode == "fsdp2-dcp" else STEPS
+    steps = 2 * STEPS if ckpt is not None or stream or mode in ("fsdp2-dcp", "fsdp2-plugins") else STEPS
     trainer = Trainer(max_steps=steps, accelerator="cpu", devices=world,
                       strategy=strategy, logger=False, callbacks=callbacks, num_sanity_val_steps=0,
                       limit_val_batches=1 if probe else 0, val_check_interval=STEPS if probe else None,
@@ -150,7 +162,7 @@ def main() -> None:
     if teacher_check is not None:
         teacher_state = model.distiller._teacher.model.state_dict()
         plugins_check = {**teacher_check.found, "teacher": {k: v.detach().clone() for k, v in teacher_state.items()}}
-    torch.save({"state": state, "losses": losses.by_step, "blocks": losses.blocks, "penalty": penalties, "bias": bias,
+    torch.save({"state": state, "losses": losses.by_step, "terms": losses.terms, "blocks": losses.blocks, "penalty": penalties, "bias": bias,
                 "plugins": plugins_check},
                out / f"{tag}-rank{trainer.global_rank}.pt")
 

@@ -5,6 +5,7 @@ Each run launches tests/scale/_train_script.py in a subprocess; Lightning re-lau
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -71,6 +72,74 @@ def test_fsdp2_two_processes_train_a_plugin_with_parameters_save_and_resume(tmp_
     resumed0, resumed1 = result(tmp_path, "resumed-rank0"), result(tmp_path, "resumed-rank1")
     assert sorted(resumed0["losses"]) == [5, 6, 7, 8]  # continued from step 4
     assert_same_weights(resumed0["state"], resumed1["state"])
+
+
+def save_teacher(out: Path, corpus: Path, **config: int) -> dict[str, torch.Tensor]:
+    """A tiny random GPT-2 teacher and the tokenizer trained on ``corpus``, saved as a HF directory
+    ``out/teacher``; returns its weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
+
+    tokenizer = train_tokenizer([corpus.read_text().splitlines()], TokenizerTraining(vocab_size=300), "bpe")
+    torch.manual_seed(1)
+    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_head=2, n_positions=16,
+                                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                         **{"n_layer": 1, "n_embd": 32, **config}))
+    teacher.save_pretrained(out / "teacher")
+    tokenizer.save_pretrained(str(out / "teacher"))
+    return teacher.state_dict()
+
+
+def fresh(terms: dict[str, float]) -> dict[str, float]:
+    """The loss terms logged at this step: without ``loss/adversary`` when the adversary had no example (its
+    term is 0 and the value is the last step's that had one)."""
+    return {k: v for k, v in terms.items() if k != "loss/adversary" or terms["loss/adversarial_debiasing"] != 0.0}
+
+
+@pytest.mark.slow
+def test_fsdp2_trains_the_built_in_plugins_with_parameters_and_resumes_as_the_uninterrupted_run(
+        tmp_path: Path, write_corpus) -> None:
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    # A wider (48) and deeper (2 blocks) teacher than the student (32, 1 block): HiddenStateDistillation learns a
+    # 32 -> 48 projection; AdversarialDebiasing has its adversary head. Both are replicated, the blocks sharded.
+    save_teacher(tmp_path, corpus, n_layer=2, n_embd=48)
+    train("fsdp2-plugins", tmp_path, corpus)  # 8 steps, a full checkpoint file after each
+    full = [result(tmp_path, f"fsdp2-plugins-rank{r}") for r in range(2)]
+    state = full[0]["state"]
+    adversary = [k for k in state if k.startswith("bias_mitigators.0.adversary.")]
+    assert len(adversary) == 4  # two Linear layers: weight and bias each
+    assert state["distiller.projection.weight"].shape == (48, 32)
+    assert not any(k.startswith("distiller._teacher") for k in state)  # the teacher is no part of the student
+    # Every weight, the plugins' replicated ones included, is the same on both ranks, bitwise.
+    assert_same_weights(full[0]["state"], full[1]["state"])
+    for rank in range(2):
+        assert sorted(full[rank]["terms"]) == list(range(1, 9))
+        for step, terms in full[rank]["terms"].items():
+            assert {"loss/adversary", "loss/adversarial_debiasing", "loss/hidden_state_distillation"} <= set(terms)
+            assert all(math.isfinite(v) for v in terms.values()), (rank, step, terms)
+            # The adversary's term is its cross-entropy (the reversal only flips the gradient). A block with no
+            # document of a single attribute gives a zero term and logs no cross-entropy (the previous stays).
+            if "loss/adversary" in fresh(terms):
+                assert terms["loss/adversarial_debiasing"] == pytest.approx(terms["loss/adversary"], rel=1e-6)
+        assert sum(terms["loss/adversarial_debiasing"] > 0 for terms in full[rank]["terms"].values()) >= 4
+
+    ckpt = tmp_path / "steps" / "step=4.ckpt"
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["global_step"] == 4
+    for name in ["distiller.projection.weight", *adversary]:  # saved, and trained on after step 4
+        assert not torch.equal(saved["state_dict"][name], state[name]), name
+    train("fsdp2-plugins", tmp_path, corpus, ckpt=ckpt)
+    resumed = [result(tmp_path, f"resumed-rank{r}") for r in range(2)]
+    assert_same_weights(resumed[0]["state"], resumed[1]["state"])
+    for rank in range(2):
+        assert sorted(resumed[rank]["losses"]) == [5, 6, 7, 8]
+        for step, loss in resumed[rank]["losses"].items():
+            # Bitwise on the CPU: the shards, the plugins' parameters, AdamW's moments of both and the data
+            # position come back exactly, and the arithmetic is the same.
+            assert loss == full[rank]["losses"][step], (rank, step)
+            assert fresh(resumed[rank]["terms"][step]) == fresh(full[rank]["terms"][step]), (rank, step)
+        assert_same_weights(resumed[rank]["state"], full[rank]["state"])
 
 
 @pytest.mark.slow
@@ -141,17 +210,8 @@ def test_bias_probe_under_ddp_logs_the_one_process_scores(tmp_path: Path, write_
 
 @pytest.mark.slow
 def test_ddp_keeps_the_teacher_out_and_the_adversary_identical_on_both_ranks(tmp_path: Path, write_corpus) -> None:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
-
     corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
-    tokenizer = train_tokenizer([corpus.read_text().splitlines()], TokenizerTraining(vocab_size=300), "bpe")
-    torch.manual_seed(1)
-    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=32, n_head=2, n_positions=16,
-                                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
-    teacher.save_pretrained(tmp_path / "teacher")
-    tokenizer.save_pretrained(str(tmp_path / "teacher"))
+    teacher = save_teacher(tmp_path, corpus)
     train("ddp-plugins", tmp_path, corpus)
     rank0, rank1 = result(tmp_path, "ddp-plugins-rank0"), result(tmp_path, "ddp-plugins-rank1")
     adversary = [k for k in rank0["state"] if k.startswith("bias_mitigators.0.adversary.")]
@@ -164,6 +224,6 @@ def test_ddp_keeps_the_teacher_out_and_the_adversary_identical_on_both_ranks(tmp
         assert check["teacher_training"] is False  # eval mode: no dropout in the teacher
         # Both plugins took part: the adversary had examples to train on, the teacher gave a distillation term.
         assert {"loss/adversary", "loss/adversarial_debiasing", "loss/logit_distillation"} <= set(check["terms"])
-        for name, value in teacher.state_dict().items():  # frozen: the teacher's weights did not move
+        for name, value in teacher.items():  # frozen: the teacher's weights did not move
             assert torch.equal(check["teacher"][name], value), name
     assert set(rank0["losses"]) == {1, 2, 3, 4}
