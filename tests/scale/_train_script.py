@@ -162,8 +162,8 @@ def main() -> None:
     if teacher_check is not None:
         teacher_state = model.distiller._teacher.model.state_dict()
         plugins_check = {**teacher_check.found, "teacher": {k: v.detach().clone() for k, v in teacher_state.items()}}
-    torch.save({"state": state, "losses": losses.by_step, "terms": losses.terms, "blocks": losses.blocks, "penalty": penalties, "bias": bias,
-                "plugins": plugins_check},
+    torch.save({"state": state, "losses": losses.by_step, "terms": losses.terms, "blocks": losses.blocks,
+                "penalty": penalties, "bias": bias, "plugins": plugins_check},
                out / f"{tag}-rank{trainer.global_rank}.pt")
 
 
