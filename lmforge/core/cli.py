@@ -84,7 +84,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lmforge.core.observe.wandb import finish_wandb
 
     finish_wandb(getattr(cli, "trainer", None))  # one command, one W&B run, complete on disk when we return
+    release_process_group()
     return 0
+
+
+def release_process_group() -> None:
+    """Destroy the default process group a distributed run created, before the interpreter exits.
+
+    Lightning leaves it alive; left to interpreter teardown, a gloo group's threads can abort the process
+    ("terminate called without an active exception") after a successful run, so the exit status lies.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 TRAINING_HELP = {

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lmforge.core.backbone import Backbone
+from lmforge.core.cli import release_process_group
 from lmforge.core.data import TextData
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Regularizer
@@ -165,6 +166,7 @@ def main() -> None:
     torch.save({"state": state, "losses": losses.by_step, "terms": losses.terms, "blocks": losses.blocks,
                 "penalty": penalties, "bias": bias, "plugins": plugins_check},
                out / f"{tag}-rank{trainer.global_rank}.pt")
+    release_process_group()  # as `lmforge fit` does: a gloo group left to interpreter teardown can abort the exit
 
 
 if __name__ == "__main__":
