@@ -395,19 +395,42 @@ class LanguageModel(LightningModule):
     # -- checkpoints -----------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Called on every rank (only rank 0 writes): the collectives below see all ranks.
         self._refuse_nonfinite_weights(checkpoint["state_dict"])
+        random_state = self._random_state()
         backbone = getattr(self.backbone, "_orig_mod", self.backbone)
         checkpoint[CKPT_KEY] = {
             "auto_model": self.objective.auto_model,
             "config": backbone.config.to_dict(),
             "tokenizer": self.tokenizer.backend_tokenizer.to_str(),
             "tokenizer_config": _tokenizer_config(self.tokenizer),
+            **random_state,  # this rank's (rank 0's in the file): what checkpoints before per-rank states held
+            "random_per_rank": self._gather_from_ranks(random_state),
+        }
+
+    def _random_state(self) -> dict[str, Any]:
+        """The random generators a resumed run must continue from.
+
+        The step generator draws masks and token noise; dropout draws from the global generators, which
+        Lightning does not checkpoint: without them a resumed run would drop different units than the
+        uninterrupted one.
+        """
+        return {
             "generator": self.generator.get_state() if self.generator is not None else None,
-            # Dropout draws from the global generators, which Lightning does not checkpoint: without them a
-            # resumed run would drop different units than the uninterrupted one.
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         }
+
+    def _gather_from_ranks(self, value: Any) -> list[Any]:
+        """``value`` from every rank, by rank (only rank 0 writes the checkpoint, and each rank's generators
+        differ: the step generator is seeded with the rank)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return [value]
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, value)
+        return gathered
 
     def _refuse_nonfinite_weights(self, state: dict[str, Any]) -> None:
         """Never write a checkpoint whose weights are NaN or infinite: it would replace a good one.
@@ -448,12 +471,17 @@ class LanguageModel(LightningModule):
                     f"The checkpoint was trained with the labels {saved_labels} (by id) but this run's data has "
                     f"{labels}; set data.labels to the checkpoint's list (see the run's labels.json)."
                 )
-        if saved.get("generator") is not None:
-            self._generator().set_state(saved["generator"])
-        if saved.get("torch_rng") is not None:
-            torch.set_rng_state(saved["torch_rng"])
-        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        world = self._trainer.world_size if self._trainer is not None else 1
+        per_rank = saved.get("random_per_rank") or []
+        # This rank's own generators when the checkpoint has them for this many ranks; otherwise (another
+        # world size, or a checkpoint from before per-rank states) rank 0's, the best continuation there is.
+        random_state = per_rank[self.global_rank] if len(per_rank) == world else saved
+        if random_state.get("generator") is not None:
+            self._generator().set_state(random_state["generator"])
+        if random_state.get("torch_rng") is not None:
+            torch.set_rng_state(random_state["torch_rng"])
+        if random_state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(random_state["cuda_rng"])
 
 
 class NonFiniteLossError(RuntimeError):

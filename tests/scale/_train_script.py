@@ -14,6 +14,9 @@ the DDP-wrapped module, and its weights after training.
 ``AdversarialDebiasing`` (its adversary head) and ``HiddenStateDistillation`` from the wider OUT_DIR/teacher (its
 learned projection), for 8 steps with a checkpoint after each; writes every step's logged ``loss/...`` terms.
 
+``ddp-random``: ``ddp`` with dropout on and ``TokenNoise`` (the step generator), for 8 steps with a checkpoint
+after each: every rank's random generators must come back on resume.
+
 ``fsdp2-dcp``: ``fsdp2`` saving distributed checkpoints (one shard per rank, a directory), after every step.
 
 ``stream``: DDP over ``TextData(streaming=True)`` with 2 dataloader workers per rank (CORPUS is a glob of
@@ -35,6 +38,7 @@ from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Regularizer
 from lmforge.core.sharding import FSDP2Strategy
 from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.plugins.augmenters.token_noise import TokenNoise
 from lmforge.plugins.bias.adversarial_debiasing import AdversarialDebiasing
 from lmforge.plugins.bias.probe import BiasProbe, score_pairs
 from lmforge.plugins.distillation.hidden_state_distillation import HiddenStateDistillation
@@ -126,8 +130,13 @@ def main() -> None:
     if mode == "fsdp2-plugins":
         extra = {"bias_mitigators": [AdversarialDebiasing(adversary_hidden=8)],
                  "distiller": HiddenStateDistillation(teacher=str(teacher), metric="mse")}
-    model = LanguageModel(TINY, CausalLM(), regularizers=plugins, **extra)
-    strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp", "ddp-probe": "ddp", "ddp-plugins": "ddp", "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False),
+    backbone = TINY
+    if mode == "ddp-random":
+        backbone = Backbone(architecture="gpt2", config={**TINY.config, "resid_pdrop": 0.1, "embd_pdrop": 0.1})
+        extra = {"augmenters": [TokenNoise(replace_probability=0.2)]}
+    model = LanguageModel(backbone, CausalLM(), regularizers=plugins, **extra)
+    strategy = {"single": "auto", "ddp": "ddp", "stream": "ddp", "ddp-probe": "ddp", "ddp-plugins": "ddp", "ddp-random": "ddp",
+                "fsdp2": FSDP2Strategy(save_distributed_checkpoint=False),
                 "fsdp2-plugins": FSDP2Strategy(save_distributed_checkpoint=False),
                 "fsdp2-dcp": FSDP2Strategy(save_distributed_checkpoint=True)}[mode]
     losses = Losses()
@@ -140,9 +149,10 @@ def main() -> None:
     teacher_check = TeacherCheck() if mode == "ddp-plugins" else None
     if teacher_check is not None:
         callbacks.append(teacher_check)
-    if stream or mode in ("fsdp2-dcp", "fsdp2-plugins"):
+    per_step = stream or mode in ("fsdp2-dcp", "fsdp2-plugins", "ddp-random")
+    if per_step:
         callbacks.append(ModelCheckpoint(dirpath=out / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1))
-    steps = 2 * STEPS if ckpt is not None or stream or mode in ("fsdp2-dcp", "fsdp2-plugins") else STEPS
+    steps = 2 * STEPS if ckpt is not None or per_step else STEPS
     trainer = Trainer(max_steps=steps, accelerator="cpu", devices=world,
                       strategy=strategy, logger=False, callbacks=callbacks, num_sanity_val_steps=0,
                       limit_val_batches=1 if probe else 0, val_check_interval=STEPS if probe else None,

@@ -227,3 +227,21 @@ def test_ddp_keeps_the_teacher_out_and_the_adversary_identical_on_both_ranks(tmp
         for name, value in teacher.items():  # frozen: the teacher's weights did not move
             assert torch.equal(check["teacher"][name], value), name
     assert set(rank0["losses"]) == {1, 2, 3, 4}
+
+
+@pytest.mark.slow
+def test_ddp_resume_restores_every_ranks_random_generators(tmp_path: Path, write_corpus) -> None:
+    # Dropout and TokenNoise draw random numbers every step, and the step generator is seeded with the rank,
+    # so the ranks' generators differ. Only rank 0 writes the checkpoint: it must hold every rank's.
+    corpus = write_corpus(tmp_path / "train.txt", 40, seed=5)
+    train("ddp-random", tmp_path, corpus)  # 8 steps, a checkpoint after each
+    full = [result(tmp_path, f"ddp-random-rank{r}") for r in range(2)]
+    ckpt = tmp_path / "steps" / "step=4.ckpt"
+    saved = torch.load(ckpt, weights_only=True)["lmforge"]["random_per_rank"]
+    assert len(saved) == 2 and not torch.equal(saved[0]["generator"], saved[1]["generator"])
+    train("ddp-random", tmp_path, corpus, ckpt=ckpt)
+    resumed = [result(tmp_path, f"resumed-rank{r}") for r in range(2)]
+    for rank in range(2):
+        after = {step: loss for step, loss in full[rank]["losses"].items() if step > 4}
+        assert after and resumed[rank]["losses"] == after, rank  # bitwise: the same draws on each rank
+        assert_same_weights(resumed[rank]["state"], full[rank]["state"])
