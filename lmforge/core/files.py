@@ -226,13 +226,26 @@ def without_bad_lines(path: Path, key: str, directory: Path) -> Path:
     return clean
 
 
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, ctime) -> sha256
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """The sha256 of a file's bytes (read in 1 MiB chunks; see benchmarks/content_hash.py for its cost)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 of a file's bytes (read in 1 MiB chunks; see benchmarks/content_hash.py for its cost).
+
+    Remembered for the process, keyed by the file's identity, size and change time: a run needs the digest
+    for its cache key and again for its run record, and a large corpus costs ~2 s/GB to hash. The change
+    time (ctime) moves on every write and cannot be set back, unlike the modification time (``cp -p``,
+    ``touch -d``), so an edit is never missed.
+    """
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_ctime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def content_key(files: list[Path]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,21 @@ def test_text_column_renaming_when_a_text_column_also_exists(tmp_path: Path) -> 
         assert "data.text_column" in str(exc)
     else:
         assert ds["text"] == ["one", "two"]
+
+
+def test_a_file_is_hashed_once_per_process_until_it_changes(tmp_path, monkeypatch) -> None:
+    import hashlib
+
+    from lmforge.core import files
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("one\n", encoding="utf-8")
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(files.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    first = files.file_sha256(path)
+    assert files.file_sha256(path) == first and len(calls) == 1  # the cache key and the run record share it
+    stat = path.stat()
+    path.write_text("two\n", encoding="utf-8")  # same size, and the modification time set back
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert files.file_sha256(path) == real(b"two\n").hexdigest() != first and len(calls) == 2

@@ -20,7 +20,6 @@ so that ``fit --ckpt_path`` continues the same W&B run (see
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -103,10 +102,8 @@ def installed_plugins() -> list[str]:
     return [f"{i.kind}:{i.name} {i.dist}=={i.version}" for i in registry().all()]
 
 
-def file_fingerprint(path: Path, chunk: int = 1 << 20) -> dict[str, Any]:
-    """Path, size and sha256 of a data file (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """Path, size and sha256 of a data file (the digest the dataset cache key already took, when it did)."""
+    from lmforge.core.files import file_sha256
+
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}

@@ -15,10 +15,9 @@ from observe_plugins import WeightPenalty
 
 def test_file_fingerprint_is_the_sha256_of_the_bytes(tmp_path):
     path = tmp_path / "data.txt"
-    data = bytes(range(256)) * 5000  # more than one read chunk
+    data = bytes(range(256)) * 5000  # more than one 1 MiB read chunk
     path.write_bytes(data)
-    assert file_fingerprint(path, chunk=4096) == {"path": str(path), "bytes": len(data),
-                                                  "sha256": hashlib.sha256(data).hexdigest()}
+    assert file_fingerprint(path) == {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def test_record_names_each_plugin_with_its_distribution(tmp_path):
