@@ -44,6 +44,7 @@ def _rank(rank: int, port: int, out: str) -> None:
             grads = {n: p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
             results[type(plugin).__name__] = (float(value), grads)
         torch.save(results, Path(out) / f"rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while the other still talks to it (that aborts the process)
     finally:
         dist.destroy_process_group()
 
