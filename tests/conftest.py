@@ -40,6 +40,17 @@ def corpus(tmp_path: Path) -> dict[str, Path]:
             "val": write_corpus(tmp_path / "val.txt", 40, seed=2)}
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (tiny models run faster so than on two contended cores), then restored."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_wandb_service_per_module():
     """Each test module that logs to W&B gets its own wandb service: a service left from an earlier

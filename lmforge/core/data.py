@@ -285,18 +285,25 @@ class BaseTextData(LightningDataModule):
             files["data.val"] = resolve_files(self.val_files, "data.val")
         return files
 
-    def _get_tokenizer(self, train: datasets.Dataset, texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
-        """Load ``tokenizer.path`` or train one on ``texts`` (default: the ``text`` column of ``train``)."""
-        spec = self.tokenizer_spec
-        if spec.path is not None:
-            return load_tokenizer(spec.path)
+    def _given_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The tokenizer that needs no training: ``tokenizer.path``'s, or the checkpoint's when validating,
+        testing or resuming; None when one must be trained."""
+        if self.tokenizer_spec.path is not None:
+            return load_tokenizer(self.tokenizer_spec.path)
         if self.checkpoint_path and Path(self.checkpoint_path).is_file():
-            # Validating, testing or resuming: the tokenizer the checkpoint was trained with.
             from lmforge.core.export import load_checkpoint
             from lmforge.core.module import CKPT_KEY
 
             saved = load_checkpoint(self.checkpoint_path, mmap=True)[CKPT_KEY]
             return tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"])
+        return None
+
+    def _get_tokenizer(self, train: datasets.Dataset, texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
+        """Load ``tokenizer.path`` or train one on ``texts`` (default: the ``text`` column of ``train``)."""
+        given = self._given_tokenizer()
+        if given is not None:
+            return given
+        spec = self.tokenizer_spec
         training = spec.train or TokenizerTraining()
         objective = self._objective()
         algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
@@ -485,11 +492,10 @@ class TextData(BaseTextData):
                 f"data.streaming: the training split is not run through data-stage plugin hooks yet, and this "
                 f"recipe has {', '.join(unsupported)}. Set data.streaming to false, or remove those plugins."
             )
-        files = resolve_files(self.train_files, "data.train")
-        self.tokenizer = self._get_tokenizer(self._tokenizer_sample(files))
-        cache = str(self.cache_dir / "datasets")
-        val = documents_dataset(resolve_files(self.val_files, "data.val"), key="data.val", text_column=self.text_column,
-                                cache_dir=cache, skip_bad_lines=self.skip_bad_lines)
+        given = self._given_tokenizer()  # only a tokenizer to train needs the sample read
+        self.tokenizer = given if given is not None else self._get_tokenizer(
+            self._tokenizer_sample(resolve_files(self.train_files, "data.train")))
+        val = self._read(self.val_files, "data.val")
         self.datasets["val"] = self._layout(self._apply_text_plugins(val, "val", plugins), "val")
 
     def _tokenizer_sample(self, files: list[Path]) -> datasets.Dataset:
@@ -499,8 +505,6 @@ class TextData(BaseTextData):
 
         from lmforge.core.streaming import StreamingBlocks
 
-        if self.tokenizer_spec.path is not None or (self.checkpoint_path and Path(self.checkpoint_path).is_file()):
-            return datasets.Dataset.from_dict({"text": []})
         stream = StreamingBlocks(files, None, self.block_size, self.text_column).documents(0, 1)
         texts = list(itertools.islice(stream, self.streaming_tokenizer_documents))
         if not texts:
@@ -509,13 +513,15 @@ class TextData(BaseTextData):
                  "documents (data.streaming_tokenizer_documents=%d)", len(texts), self.streaming_tokenizer_documents)
         return datasets.Dataset.from_dict({"text": texts})
 
+    def _read(self, files: list[str], key: str) -> datasets.Dataset:
+        """The documents of ``files`` (recipe key ``key``), through the content-keyed dataset cache."""
+        return documents_dataset(resolve_files(files, key), key=key, text_column=self.text_column,
+                                 cache_dir=str(self.cache_dir / "datasets"), skip_bad_lines=self.skip_bad_lines)
+
     def _load_splits(self) -> dict[str, datasets.Dataset]:
-        cache = str(self.cache_dir / "datasets")
-        read = {"text_column": self.text_column, "cache_dir": cache, "skip_bad_lines": self.skip_bad_lines}
-        train = documents_dataset(resolve_files(self.train_files, "data.train"), key="data.train", **read)
+        train = self._read(self.train_files, "data.train")
         if self.val_files is not None:
-            val = documents_dataset(resolve_files(self.val_files, "data.val"), key="data.val", **read)
-            return {"train": train, "val": val}
+            return {"train": train, "val": self._read(self.val_files, "data.val")}
         if len(train) < 2:
             raise ValueError(
                 f"data.train: {len(train)} document(s) cannot be split into train and validation; "

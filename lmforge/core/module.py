@@ -397,15 +397,13 @@ class LanguageModel(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Called on every rank (only rank 0 writes): the collectives below see all ranks.
         self._refuse_nonfinite_weights(checkpoint["state_dict"])
-        random_state = self._random_state()
         backbone = getattr(self.backbone, "_orig_mod", self.backbone)
         checkpoint[CKPT_KEY] = {
             "auto_model": self.objective.auto_model,
             "config": backbone.config.to_dict(),
             "tokenizer": self.tokenizer.backend_tokenizer.to_str(),
             "tokenizer_config": _tokenizer_config(self.tokenizer),
-            **random_state,  # this rank's (rank 0's in the file): what checkpoints before per-rank states held
-            "random_per_rank": self._gather_from_ranks(random_state),
+            "random_per_rank": self._gather_from_ranks(self._random_state()),
         }
 
     def _random_state(self) -> dict[str, Any]:
@@ -472,10 +470,10 @@ class LanguageModel(LightningModule):
                     f"{labels}; set data.labels to the checkpoint's list (see the run's labels.json)."
                 )
         world = self._trainer.world_size if self._trainer is not None else 1
-        per_rank = saved.get("random_per_rank") or []
+        per_rank = saved.get("random_per_rank") or [saved]  # older checkpoints held rank 0's at the top level
         # This rank's own generators when the checkpoint has them for this many ranks; otherwise (another
-        # world size, or a checkpoint from before per-rank states) rank 0's, the best continuation there is.
-        random_state = per_rank[self.global_rank] if len(per_rank) == world else saved
+        # world size) rank 0's, the best continuation there is.
+        random_state = per_rank[self.global_rank] if len(per_rank) == world else per_rank[0]
         if random_state.get("generator") is not None:
             self._generator().set_state(random_state["generator"])
         if random_state.get("torch_rng") is not None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from lmforge.core.cli import main
 
@@ -15,13 +13,7 @@ FAST = ["--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trai
         "--data.init_args.block_size", "32"]  # the recipes' own vocabulary keeps probe sentences short
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These small models run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # these small models run faster so than on two contended cores
 
 
 @pytest.mark.slow
