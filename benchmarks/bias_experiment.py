@@ -40,10 +40,10 @@ import torch.nn.functional as F  # noqa: E402
 from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
 from lmforge.core.backbone import Backbone  # noqa: E402
-from lmforge.core.data import TextData  # noqa: E402
-from lmforge.core.files import bundled_data_dir  # noqa: E402
+from lmforge.core.data.text import TextData  # noqa: E402
+from lmforge.core.data.files import bundled_data_dir  # noqa: E402
 from lmforge.core.module import LanguageModel  # noqa: E402
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining  # noqa: E402
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining  # noqa: E402
 from lmforge.plugins.bias.adversarial_debiasing import AdversarialDebiasing, segment_mean, token_groups  # noqa: E402
 from lmforge.plugins.bias.counterfactual_augmentation import CounterfactualAugmentation  # noqa: E402
 from lmforge.plugins.bias.probe import read_pairs, score_pairs  # noqa: E402

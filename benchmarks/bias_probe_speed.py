@@ -16,7 +16,7 @@ import time
 import torch
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
-from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
+from lmforge.core.data.tokenizer import TokenizerTraining, train_tokenizer
 from lmforge.plugins.bias.probe import read_pairs, score_pairs, shared_positions
 
 

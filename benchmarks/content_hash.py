@@ -1,6 +1,6 @@
 """The cost of keying the dataset cache by content: hashing the data files at every run start.
 
-``TextData`` hashes its data files (sha256, `lmforge.core.files.content_key`) before it asks ``datasets``
+``TextData`` hashes its data files (sha256, `lmforge.core.data.files.content_key`) before it asks ``datasets``
 for them, so that an edited file is never read from a stale cache. This script writes a text file of
 --mb megabytes and times, alternately (A/B, --repeats times, medians):
 
@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import datasets  # noqa: E402
 
-from lmforge.core.files import file_sha256  # noqa: E402
+from lmforge.core.data.files import file_sha256  # noqa: E402
 
 
 def write_text(path: Path, mb: int) -> None:

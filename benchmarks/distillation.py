@@ -41,9 +41,9 @@ import torch  # noqa: E402
 from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
 from lmforge.core.backbone import Backbone  # noqa: E402
-from lmforge.core.data import TextData  # noqa: E402
+from lmforge.core.data.text import TextData  # noqa: E402
 from lmforge.core.module import LanguageModel  # noqa: E402
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining  # noqa: E402
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining  # noqa: E402
 from lmforge.plugins.distillation.logit_distillation import LogitDistillation  # noqa: E402
 from lmforge.plugins.objectives.causal_lm import CausalLM  # noqa: E402
 

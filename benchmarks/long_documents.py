@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CHILD = textwrap.dedent("""
     import hashlib, json, resource, sys, time
     import numpy as np
-    from lmforge.core.tokenizer import encode_long, load_tokenizer
+    from lmforge.core.data.tokenizer import encode_long, load_tokenizer
     tokenizer = load_tokenizer(sys.argv[1])
     text = open(sys.argv[2], encoding="utf-8").read()
     start = time.perf_counter()
@@ -42,7 +42,7 @@ CHILD = textwrap.dedent("""
 def main() -> None:
     import random
 
-    from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
+    from lmforge.core.data.tokenizer import TokenizerTraining, train_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=10)

@@ -38,10 +38,10 @@ from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 from lightning.pytorch.callbacks import EarlyStopping  # noqa: E402
 
 from lmforge.core.backbone import Backbone  # noqa: E402
-from lmforge.core.data import TextData, pack  # noqa: E402
-from lmforge.core.files import bundled_data_dir  # noqa: E402
+from lmforge.core.data.text import TextData, pack  # noqa: E402
+from lmforge.core.data.files import bundled_data_dir  # noqa: E402
 from lmforge.core.module import LanguageModel  # noqa: E402
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining  # noqa: E402
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining  # noqa: E402
 from lmforge.plugins.augmenters.synonym_replacement import SynonymReplacement  # noqa: E402
 from lmforge.plugins.augmenters.token_noise import TokenNoise  # noqa: E402
 from lmforge.plugins.objectives.causal_lm import CausalLM, causal_lm_loss  # noqa: E402

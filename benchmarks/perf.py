@@ -8,7 +8,7 @@ parameters), warmup-cosine schedule, gradient clipping at 1.0. Each runner train
 process, and the runners alternate round by round:
 
   plain            a careful hand-written loop (HF model from config, the same AdamW groups)
-  plain-tuned      the same loop with lmforge's host-allocator settings (lmforge/core/allocator.py)
+  plain-tuned      the same loop with lmforge's host-allocator settings (lmforge/runtime/allocator.py)
   lmforge          ``lmforge fit`` with the bundled recipe as users run it (quickstart / mlm-pretrain:
                    progress bar, CSV logger, checkpoints, TokenThroughput/ValidationSamples callbacks)
   lmforge-bare     ``lmforge fit`` with a bare trainer (no logger, bar, checkpoints, validation)
@@ -95,8 +95,8 @@ def prepare(work: Path, args: argparse.Namespace, model: str = "gpt2") -> dict[s
     os.environ.update({k: ENV[k] for k in ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")})
     import torch
 
-    from lmforge.core.data import TextData
-    from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+    from lmforge.core.data.text import TextData
+    from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 
     out = work / model
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def recipe(work: Path, args: argparse.Namespace, name: str, bare: bool, plugins:
     optimizer and schedule, the prepared tokenizer and the StepTimes callback."""
     import yaml
 
-    from lmforge.core.recipes import resolve_recipe
+    from lmforge.cli.recipes import resolve_recipe
 
     spec = MODELS[arch]
     r = yaml.safe_load(Path(resolve_recipe(spec["recipe"])).read_text(encoding="utf-8"))
@@ -211,12 +211,12 @@ def worker_plain(args: argparse.Namespace, work: Path) -> None:
     from torch.utils.data import DataLoader
 
     from lmforge.core.schedules import WarmupCosineLR
-    from lmforge.core.tokenizer import load_tokenizer
+    from lmforge.core.data.tokenizer import load_tokenizer
 
     torch.set_num_threads(1)
     torch.manual_seed(42)
-    if args.worker == "plain-tuned":  # the same loop with lmforge's allocator settings (lmforge/core/allocator.py)
-        from lmforge.core.allocator import tune_malloc
+    if args.worker == "plain-tuned":  # the same loop with lmforge's allocator settings (lmforge/runtime/allocator.py)
+        from lmforge.runtime.allocator import tune_malloc
 
         tune_malloc()
     model, blocks = build_model(args, work)
@@ -267,7 +267,7 @@ def worker_hf(args: argparse.Namespace, work: Path) -> None:
     import torch
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
-    from lmforge.core.tokenizer import load_tokenizer
+    from lmforge.core.data.tokenizer import load_tokenizer
 
     torch.set_num_threads(1)
     torch.manual_seed(42)
@@ -313,9 +313,9 @@ def worker_data(args: argparse.Namespace, work: Path) -> None:
     import numpy as np
     import torch
 
-    from lmforge.core.data import TextData
-    from lmforge.core.files import resolve_files
-    from lmforge.core.tokenizer import TokenizerSpec, load_tokenizer
+    from lmforge.core.data.text import TextData
+    from lmforge.core.data.files import resolve_files
+    from lmforge.core.data.tokenizer import TokenizerSpec, load_tokenizer
 
     torch.set_num_threads(1)
     text_path = resolve_files(["lmforge:corpus/train.txt"], "data.train")[0]

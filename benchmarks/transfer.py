@@ -31,11 +31,11 @@ import torch  # noqa: E402
 from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
 from lmforge.core.backbone import Backbone  # noqa: E402
-from lmforge.core.data import TextData  # noqa: E402
-from lmforge.core.files import bundled_data_dir  # noqa: E402
-from lmforge.core.labeled_data import LabeledTextData  # noqa: E402
+from lmforge.core.data.text import TextData  # noqa: E402
+from lmforge.core.data.files import bundled_data_dir  # noqa: E402
+from lmforge.core.data.labeled import LabeledTextData  # noqa: E402
 from lmforge.core.module import LanguageModel  # noqa: E402
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining  # noqa: E402
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining  # noqa: E402
 from lmforge.plugins.objectives.masked_lm import MaskedLM  # noqa: E402
 from lmforge.plugins.objectives.sequence_classification import SequenceClassification  # noqa: E402
 from lmforge.plugins.objectives.token_classification import TokenClassification  # noqa: E402

@@ -1,3 +1,3 @@
-from lmforge.core.cli import main
+from lmforge.cli.main import main
 
 raise SystemExit(main())

@@ -13,6 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from observed import observed_run  # noqa: E402,F401  (a shared fixture: one small observed run)
 
 WORDS = ("the cat sat on a mat and the dog ran to the park while birds sang in tall green trees "
          "she read a book he cooked rice they walked home under the warm evening sun").split()

@@ -16,6 +16,16 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from lmforge.core.checkpoint import (
+    CKPT_KEY,
+    backbone_state_dict,
+    check_vocabulary,
+    checkpoint_config,
+    load_checkpoint,
+    load_trained,
+    trained_config,
+)
+
 log = logging.getLogger(__name__)
 
 #: Config keys under which architectures store their maximum sequence length.
@@ -118,8 +128,6 @@ def position_limit(spec: Backbone) -> int | None:
     if getattr(spec, "init_from", None) is not None:
         return None
     if spec.checkpoint is not None:  # the checkpoint's saved config (the file's tensors are only mapped)
-        from lmforge.core.export import checkpoint_config, load_checkpoint  # export imports module.py
-
         config = checkpoint_config(load_checkpoint(spec.checkpoint, mmap=True))
         config.update(spec.config)
     elif spec.pretrained is not None:
@@ -210,9 +218,6 @@ def kept_layers(spec: Backbone, n_layers: int) -> list[int]:
 
 
 def _student_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
-    # Imported here: pretrained.py imports module.py, which imports this file.
-    from lmforge.core.pretrained import check_vocabulary, trained_config
-
     if spec.pretrained is not None:
         raise ValueError("model.backbone: set pretrained (a whole model) or init_from (some of its blocks), not both.")
     check_vocabulary(spec.init_from, tokenizer, INIT_KEY)
@@ -257,8 +262,6 @@ def block_list_name(model: nn.Module) -> str:
 def _copy_teacher_weights(spec: Backbone, auto_model: str, student: PreTrainedModel) -> None:
     """Load the teacher's weights into ``student``: every tensor outside the block stack, and
     teacher block ``layers[i]`` into student block ``i``."""
-    from lmforge.core.pretrained import load_trained
-
     teacher = load_trained(spec.init_from, auto_model, INIT_KEY)
     layers = kept_layers(spec, teacher.config.num_hidden_layers)
     prefix = block_list_name(teacher) + "."
@@ -286,8 +289,6 @@ def _copy_teacher_weights(spec: Backbone, auto_model: str, student: PreTrainedMo
 def _checkpoint_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     from tokenizers import Tokenizer
 
-    from lmforge.core.export import CKPT_KEY, checkpoint_config, load_checkpoint  # export imports module.py
-
     checkpoint = load_checkpoint(spec.checkpoint, mmap=True)
     saved = checkpoint[CKPT_KEY]
     vocab = Tokenizer.from_str(saved["tokenizer"]).get_vocab()
@@ -309,8 +310,6 @@ def load_base_weights(model: PreTrainedModel, checkpoint_path: str | Path) -> Lo
     ``transformer.``, ``model.``), so a masked- or causal-LM checkpoint starts a
     sequence or token classifier of the same architecture.
     """
-    from lmforge.core.export import backbone_state_dict, load_checkpoint
-
     state = backbone_state_dict(load_checkpoint(checkpoint_path))
     prefix = model.base_model_prefix + "."
     base = model.base_model

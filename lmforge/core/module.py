@@ -13,10 +13,10 @@ norm (before clipping) as ``metric/grad_norm`` at the trainer's logging steps.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import copy
 import dataclasses
+import importlib
+import inspect
 import logging
 from typing import Any, Literal
 
@@ -28,7 +28,8 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
 
 from lmforge.core.backbone import Backbone, build_backbone, build_config, max_positions, position_limit
-from lmforge.core.plugin_checks import check_plugins, describe, hook_guard, run_order
+from lmforge.core.checkpoint import CKPT_KEY
+from lmforge.core.plugin_checks import check_plugins, hook_guard, run_order
 from lmforge.core.plugins import (
     Augmenter,
     BiasMitigator,
@@ -40,12 +41,16 @@ from lmforge.core.plugins import (
     overrides,
     wants_hidden_states,
 )
+from lmforge.core.registry import describe
+from lmforge.core.sharding import (
+    average_gradients,
+    broadcast_parameters,
+    fully_shard_blocks,
+    replicated_parameters,
+)
 
 log = logging.getLogger(__name__)
 
-#: Key of lmforge's own section in a Lightning checkpoint: everything needed to
-#: rebuild the backbone without the recipe (HF config, Auto class, tokenizer).
-CKPT_KEY = "lmforge"
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-4}}
 
 
@@ -170,8 +175,6 @@ class LanguageModel(LightningModule):
                 plugin.setup(self)
         self._add_epoch_metrics()
         if self.device_mesh is not None:  # FSDP2 (ModelParallelStrategy): shard the blocks, replicate plugins
-            from lmforge.core.sharding import broadcast_parameters, fully_shard_blocks, replicated_parameters
-
             fully_shard_blocks(self.backbone, self._data_parallel_mesh())
             broadcast_parameters(replicated_parameters(self), self._data_parallel_mesh())
         if self.compile_backbone:
@@ -183,8 +186,6 @@ class LanguageModel(LightningModule):
 
     def on_after_backward(self) -> None:
         if self.device_mesh is not None:  # FSDP2 reduced the sharded gradients; the replicated ones are ours
-            from lmforge.core.sharding import average_gradients, replicated_parameters
-
             average_gradients(replicated_parameters(self), self._data_parallel_mesh())
 
     def _datamodule(self) -> Any:
@@ -260,7 +261,7 @@ class LanguageModel(LightningModule):
             if overrides(plugin, "loss"):
                 with hook_guard(plugin, "loss"):
                     value = plugin.loss(ctx)
-                terms.update(_named_terms(plugin, value))
+                terms.update(named_terms(plugin, value))
         total = torch.stack(list(terms.values())).sum()
         # One host sync per step (free on CPU; the progress bar syncs the loss anyway) buys detection at the
         # step it happens, before the optimizer writes NaN into the weights.
@@ -532,7 +533,7 @@ def gradient_norm(grads: list[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(norms)) if len(norms) > 1 else norms[0]
 
 
-def _named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> dict[str, Tensor]:
+def named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> dict[str, Tensor]:
     if value is None:
         return {}
     terms = {f"{plugin.name}/{k}": v for k, v in value.items()} if isinstance(value, dict) else {plugin.name: value}

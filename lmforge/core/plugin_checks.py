@@ -1,8 +1,5 @@
-"""What the host checks about plugins, and how it names a plugin in an error.
+"""What the host checks about the recipe's plugins, and how a failing hook is reported.
 
-- `metadata_problems`: a plugin class's metadata (``supported_objectives``,
-  ``requires``, ``runs_after``, ... documented on `Plugin`) has the right
-  types; the registry lists a plugin whose metadata is malformed as broken.
 - `check_plugins`: the recipe's plugins support its objective, find what they
   require, conflict with none of the others, and their declared order has no
   cycle. ``LanguageModel.__init__`` calls it, so an incompatible recipe stops
@@ -19,11 +16,10 @@
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-from lmforge.core.plugins import Objective, Plugin, class_names, objective_task
+from lmforge.core.plugins import Objective, Plugin, class_names, metadata_problems, objective_task
+from lmforge.core.registry import RECIPE_KEYS, describe, registry
 
 #: The stage at which each hook runs (see `lmforge.core.plugins`).
 HOOK_STAGES = {
@@ -36,11 +32,7 @@ REQUIREMENT_HINTS = {
     "teacher": "a distiller in the recipe (model.distiller), which provides the teacher",
     "labels": "an objective that trains on labeled examples (layout 'padded', e.g. SequenceClassification)",
 }
-_NAME_TUPLES = ("runs_after", "runs_before", "conflicts_with")
-_NAME_SETS = ("requires", "provides")
 
-#: Each plugin's recipe key (``model.regularizers[0]``), recorded by `check_plugins` for error messages.
-_RECIPE_KEYS: weakref.WeakKeyDictionary[Plugin, str] = weakref.WeakKeyDictionary()
 
 
 class PluginError(Exception):
@@ -56,26 +48,6 @@ class PluginError(Exception):
 
 class PluginCompatibilityError(ValueError):
     """The recipe combines plugins that cannot work together (or with its objective)."""
-
-
-# -- naming a plugin ---------------------------------------------------------------------------------
-
-
-def origin(cls: type) -> str:
-    """``from <distribution> <version>`` for a registered plugin class, else where the class comes from."""
-    from lmforge.core.registry import registry
-
-    info = registry().info_for(cls)
-    if info is not None:
-        return f"from {info.dist} {info.version}".rstrip()
-    return f"class {cls.__module__}.{cls.__qualname__}, not an installed plugin"
-
-
-def describe(plugin: Plugin | type[Plugin]) -> str:
-    """``ZLoss (model.regularizers[0]; from lmforge-example-plugins 0.1.0)``."""
-    cls = plugin if isinstance(plugin, type) else type(plugin)
-    key = None if isinstance(plugin, type) else _RECIPE_KEYS.get(plugin)
-    return f"{cls.__name__} ({key + '; ' if key else ''}{origin(cls)})"
 
 
 _WRAPPED_TYPES: dict[type, type] = {}  # original exception type -> its PluginError subclass
@@ -113,37 +85,6 @@ def hook_guard(plugin: Plugin, hook: str) -> Iterator[None]:
         raise plugin_error(exc, message) from exc
 
 
-# -- metadata --------------------------------------------------------------------------------------
-
-
-def metadata_problems(cls: type[Plugin]) -> list[str]:
-    """What is wrong with the metadata ``cls`` declares, one sentence each (empty when nothing is)."""
-    problems = []
-    supported = cls.supported_objectives
-    if supported is not None and not _is_names(supported):
-        problems.append(f"supported_objectives must be None or a tuple of objective names or tasks, got "
-                        f"{supported!r}" + (f"; write ({supported!r},)" if isinstance(supported, str) else ""))
-    for attr in _NAME_SETS:
-        value = getattr(cls, attr)
-        if not _is_names(value):
-            problems.append(f"{attr} must be a frozenset of names, got {value!r}"
-                            + (f"; write frozenset({{{value!r}}})" if isinstance(value, str) else ""))
-    for attr in _NAME_TUPLES:
-        value = getattr(cls, attr)
-        if not _is_names(value):
-            problems.append(f"{attr} must be a tuple of plugin class names, got {value!r}"
-                            + (f"; write ({value!r},)" if isinstance(value, str) else ""))
-        elif set(value) & {cls.__name__}:
-            problems.append(f"{attr} names the plugin itself ({cls.__name__!r})")
-    if not _is_names(cls.splits) or not set(cls.splits) <= {"train", "val", "test"}:
-        problems.append(f"splits must be a tuple of 'train', 'val' and 'test', got {cls.splits!r}")
-    return problems
-
-
-def _is_names(value: Any) -> bool:
-    return isinstance(value, (tuple, list, set, frozenset)) and all(isinstance(v, str) and v for v in value)
-
-
 # -- the recipe ------------------------------------------------------------------------------------
 
 
@@ -157,9 +98,9 @@ def check_plugins(objective: Objective, plugins: Sequence[tuple[str, Plugin]]) -
     Raises:
         PluginCompatibilityError: naming the plugin(s), their recipe keys and distributions.
     """
-    _RECIPE_KEYS[objective] = "model.objective"
+    RECIPE_KEYS[objective] = "model.objective"
     for key, plugin in plugins:
-        _RECIPE_KEYS[plugin] = key
+        RECIPE_KEYS[plugin] = key
     everything = [objective, *(p for _, p in plugins)]
     for plugin in everything:
         problems = metadata_problems(type(plugin))
@@ -210,7 +151,6 @@ def _check_requirements(objective: Objective, plugins: list[Plugin]) -> None:
 
 
 def _providers_hint(need: str) -> str:
-    from lmforge.core.registry import registry
 
     providers = [i.name for i in registry().all() if i.cls is not None and need in i.cls.provides]
     if providers:

@@ -51,16 +51,15 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
     import datasets
+    from transformers import PreTrainedTokenizerBase
     from transformers.modeling_outputs import ModelOutput
-
-    from lmforge.core.module import LanguageModel
 
 Batch = dict[str, Tensor]
 Examples = dict[str, list[Any]]
@@ -73,6 +72,26 @@ def snake_case(name: str) -> str:
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
+class Host(Protocol):
+    """What a plugin sees of the model that owns it: ``setup``'s argument (and ``StepContext.model``).
+
+    `lmforge.core.module.LanguageModel` is the host; a plugin relies on these attributes only.
+
+    Attributes:
+        tokenizer: The run's tokenizer (a ``transformers`` fast tokenizer).
+        backbone: The HF model, built (``setup`` runs after ``configure_model`` created it).
+        objective: The recipe's objective plugin.
+        device: Where the backbone's parameters are.
+        global_step: Optimizer steps taken so far.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    backbone: nn.Module
+    objective: Objective
+    device: torch.device
+    global_step: int
+
+
 @dataclass
 class StepContext:
     """What a ``loss`` hook sees of one training step.
@@ -83,14 +102,14 @@ class StepContext:
         outputs: The backbone's output for ``batch``: ``logits`` (B, T, V) and,
             when a plugin sets ``needs_hidden_states``, ``hidden_states``.
         objective_loss: The objective's term of the loss, before weighting.
-        model: The LanguageModel; ``model.backbone`` is the HF model.
+        model: The model that owns the plugins (`Host`); ``model.backbone`` is the HF model.
         forward: Runs the backbone again on a batch (R-Drop's second pass).
     """
 
     batch: Batch
     outputs: ModelOutput
     objective_loss: Tensor
-    model: LanguageModel
+    model: Host
     forward: Callable[[Batch], ModelOutput] = field(repr=False)
 
 
@@ -143,7 +162,7 @@ class Plugin(nn.Module):
     def name(self) -> str:
         return snake_case(type(self).__name__)
 
-    def setup(self, model: LanguageModel) -> None:
+    def setup(self, model: Host) -> None:
         """Model stage: called once the backbone (``model.backbone``) is built.
 
         Create parameters whose shapes depend on the backbone here, so that the
@@ -385,3 +404,35 @@ def class_names(plugin: Plugin | type[Plugin]) -> list[str]:
 def wants_hidden_states(plugin: Plugin) -> bool:
     """Whether the forward pass must return hidden states for ``plugin``."""
     return plugin.needs_hidden_states or "hidden_states" in plugin.requires
+
+
+_NAME_TUPLES = ("runs_after", "runs_before", "conflicts_with")
+_NAME_SETS = ("requires", "provides")
+
+
+def metadata_problems(cls: type[Plugin]) -> list[str]:
+    """What is wrong with the metadata ``cls`` declares, one sentence each (empty when nothing is)."""
+    problems = []
+    supported = cls.supported_objectives
+    if supported is not None and not _is_names(supported):
+        problems.append(f"supported_objectives must be None or a tuple of objective names or tasks, got "
+                        f"{supported!r}" + (f"; write ({supported!r},)" if isinstance(supported, str) else ""))
+    for attr in _NAME_SETS:
+        value = getattr(cls, attr)
+        if not _is_names(value):
+            problems.append(f"{attr} must be a frozenset of names, got {value!r}"
+                            + (f"; write frozenset({{{value!r}}})" if isinstance(value, str) else ""))
+    for attr in _NAME_TUPLES:
+        value = getattr(cls, attr)
+        if not _is_names(value):
+            problems.append(f"{attr} must be a tuple of plugin class names, got {value!r}"
+                            + (f"; write ({value!r},)" if isinstance(value, str) else ""))
+        elif set(value) & {cls.__name__}:
+            problems.append(f"{attr} names the plugin itself ({cls.__name__!r})")
+    if not _is_names(cls.splits) or not set(cls.splits) <= {"train", "val", "test"}:
+        problems.append(f"splits must be a tuple of 'train', 'val' and 'test', got {cls.splits!r}")
+    return problems
+
+
+def _is_names(value: Any) -> bool:
+    return isinstance(value, (tuple, list, set, frozenset)) and all(isinstance(v, str) and v for v in value)

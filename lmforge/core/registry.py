@@ -9,7 +9,7 @@ class, which is what lets jsonargparse resolve a short name such as
 A plugin is validated when it registers (as pluggy does): its distribution
 must support this lmforge version, its entry point must load, be a subclass
 of its kind's base class, be named after the class and declare well-formed
-metadata (`lmforge.core.plugin_checks.metadata_problems`); a name claimed by
+metadata (`lmforge.core.plugins.metadata_problems`); a name claimed by
 two distributions is refused (a built-in keeps its name). A plugin that fails
 is recorded as broken, with its distribution and the error, and everything
 else keeps working; a recipe that names a broken plugin fails at parse time
@@ -31,8 +31,10 @@ sets both.
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 GROUPS: dict[str, str] = {
     "objective": "lmforge.objectives",
@@ -125,8 +127,9 @@ def _allowed(dist: str) -> bool:
 
 
 def _validate(kind: str, ep: metadata.EntryPoint, obj: object) -> str | None:
-    from lmforge.core.plugin_checks import metadata_problems
-    from lmforge.core.plugins import KIND_BASES
+    # Imported at the first discovery, not with this module: `lmforge plugins` reads GROUPS and the
+    # cached listing without importing torch (see lmforge.cli.plugins).
+    from lmforge.core.plugins import KIND_BASES, metadata_problems
 
     base = KIND_BASES[kind]
     if not isinstance(obj, type) or not issubclass(obj, base):
@@ -221,3 +224,25 @@ def registry(refresh: bool = False) -> Registry:
     if _REGISTRY is None or refresh:
         _REGISTRY = discover()
     return _REGISTRY
+
+
+# -- naming a plugin in messages ---------------------------------------------------------------------
+
+#: Each plugin's recipe key (``model.regularizers[0]``), recorded by `lmforge.core.plugin_checks.check_plugins`
+#: for error messages.
+RECIPE_KEYS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def origin(cls: type) -> str:
+    """``from <distribution> <version>`` for a registered plugin class, else where the class comes from."""
+    info = registry().info_for(cls)
+    if info is not None:
+        return f"from {info.dist} {info.version}".rstrip()
+    return f"class {cls.__module__}.{cls.__qualname__}, not an installed plugin"
+
+
+def describe(plugin: Any) -> str:
+    """``ZLoss (model.regularizers[0]; from lmforge-example-plugins 0.1.0)``."""
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    key = None if isinstance(plugin, type) else RECIPE_KEYS.get(plugin)
+    return f"{cls.__name__} ({key + '; ' if key else ''}{origin(cls)})"

@@ -44,8 +44,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmforge.core.plugins import Objective, Plugin, StepContext, objective_task, overrides
-from lmforge.testing.fixtures import FIXTURES, REQUIRED_ARGUMENTS, Fixture, Workdir
+from lmforge.core.module import LanguageModel, named_terms
+from lmforge.core.plugins import Objective, Plugin, StepContext, metadata_problems, objective_task, overrides
+from lmforge.core.registry import registry
+from lmforge.testing.fixtures import FIXTURES, REQUIRED_ARGUMENTS, Fixture, Workdir, corpus_lines
 
 #: The LanguageModel argument that holds each kind.
 KIND_ARGUMENT = {"regularizer": "regularizers", "augmenter": "augmenters", "bias_mitigator": "bias_mitigators",
@@ -82,8 +84,6 @@ class Kit:
         name = plugin.__name__
         _require(isinstance(plugin, type) and issubclass(plugin, Plugin),
                  f"{plugin!r} is not a plugin class (a subclass of one of lmforge.core.plugins' kinds)")
-        from lmforge.core.plugin_checks import metadata_problems
-
         problems = metadata_problems(plugin)
         _require(not problems, f"{name}: malformed metadata: {'; '.join(problems)}")
         report = ConformanceReport(name, tasks=self.tasks_for(plugin, tasks))
@@ -212,9 +212,6 @@ class _Run:
             return self.cls(**self.init_args)
 
     def model(self, plugin: Plugin) -> Any:
-        from lmforge.core.module import LanguageModel
-        from lmforge.core.registry import registry
-
         key = KIND_ARGUMENT[plugin.kind]
         if key == "objective":
             return LanguageModel(self.fixture.backbone, plugin)
@@ -304,8 +301,6 @@ class _Run:
 
     def check_text_hooks(self, plugin: Plugin) -> None:
         """Data-stage hooks on fresh instances (``plugin`` only says which hooks there are)."""
-        from lmforge.testing.fixtures import corpus_lines
-
         texts = corpus_lines(16, seed=3)
         examples = {"text": texts, "id": list(range(len(texts)))}
         if overrides(plugin, "process_text"):
@@ -385,8 +380,6 @@ class _Run:
         The step generator is seeded with `SEED`; the global RNG with ``global_seed`` for the batch stage (whose
         hooks must not use it) and with `SEED` from the forward pass on (dropout draws from it).
         """
-        from lmforge.core.module import _named_terms
-
         model.train()
         plugin = _plugin_of(model)
         _seed(global_seed)
@@ -408,7 +401,7 @@ class _Run:
         elif overrides(plugin, "loss"):
             ctx = StepContext(batch=batch, outputs=outputs, objective_loss=result.loss, model=model, forward=model)
             with _checking(f"{self.where}: loss raised"):
-                terms = _named_terms(plugin, plugin.loss(ctx))
+                terms = named_terms(plugin, plugin.loss(ctx))
         for key, value in terms.items():
             _require(bool(torch.isfinite(value)), f"{self.where}: loss/{key} = {float(value.detach())} is not finite")
         return {"batch": batch, "terms": terms}

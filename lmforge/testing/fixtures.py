@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule
 
-from lmforge.core.backbone import Backbone
+from lmforge.core.backbone import Backbone, build_backbone, build_config
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.core.registry import registry
 
 #: Words of the generated corpus: enough variety for a 300-token vocabulary, with gendered words and
 #: punctuation so that word-level and bias plugins find something to act on.
@@ -45,9 +49,6 @@ def write_corpus(path: Path, n_docs: int, seed: int) -> Path:
 
 def text_data(workdir: Path, algorithm: str) -> LightningDataModule:
     """`TextData` over the kit's corpus: 32-token blocks, batches of 4, a 300-token tokenizer."""
-    from lmforge.core.data import TextData
-    from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
-
     train, val = workdir / "corpus" / "train.txt", workdir / "corpus" / "val.txt"
     if not train.exists():
         write_corpus(train, 120, seed=1)
@@ -132,11 +133,6 @@ class Workdir:
         """A saved tiny model for the fixture (HF format, with its tokenizer): what a distiller's ``teacher`` names."""
         directory = self.path / "teachers" / fixture.task
         if not (directory / "config.json").exists():
-            import torch
-
-            from lmforge.core.backbone import build_backbone, build_config
-            from lmforge.core.registry import registry
-
             tokenizer = self.tokenizer(fixture)
             objective = registry().get("objective", fixture.objective).cls
             torch.manual_seed(0)

@@ -6,7 +6,9 @@ from typing import Any
 
 import torch
 
+from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Plugin, StepContext, overrides, wants_hidden_states
+from lmforge.core.registry import registry
 from lmforge.testing.conformance import KIND_ARGUMENT, Kit, default_kit
 from lmforge.testing.fixtures import FIXTURES
 
@@ -16,9 +18,6 @@ def tiny_model(plugin: Plugin, task: str = "causal_lm", kit: Kit | None = None) 
 
     ``plugin`` may be an objective (it replaces the fixture's) or a plugin of any other kind.
     """
-    from lmforge.core.module import LanguageModel
-    from lmforge.core.registry import registry
-
     kit = kit or default_kit()
     fixture = FIXTURES[task]
     key = KIND_ARGUMENT[plugin.kind]

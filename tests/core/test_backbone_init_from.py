@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 import lmforge
 from lmforge.core.backbone import Backbone, block_list_name, build_backbone, build_config
+from lmforge.core.checkpoint import check_vocabulary
+from lmforge.core.data.tokenizer import TokenizerTraining, train_tokenizer
 from lmforge.core.module import LanguageModel
-from lmforge.core.pretrained import check_vocabulary
-from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
 from lmforge.plugins.objectives.masked_lm import MaskedLM
 
 TEXT = [t for t in (Path(lmforge.__file__).parent / "data/corpus/val.txt").read_text().splitlines() if t.strip()]

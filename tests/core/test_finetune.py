@@ -12,14 +12,14 @@ import torch
 from lightning.pytorch import Trainer
 from transformers import AutoConfig, AutoModelForSequenceClassification, pipeline
 
+from lmforge.cli.export import export_checkpoint
+from lmforge.cli.main import main
+from lmforge.cli.predict import predict_rows
 from lmforge.core.backbone import Backbone, build_backbone, build_config, freeze, load_base_weights
-from lmforge.core.cli import main
-from lmforge.core.data import TextData
-from lmforge.core.export import export_checkpoint
-from lmforge.core.labeled_data import LabeledTextData
+from lmforge.core.data.labeled import LabeledTextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining, load_tokenizer
 from lmforge.core.module import LanguageModel
-from lmforge.core.predict import predict_rows
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining, load_tokenizer
 from lmforge.plugins.objectives.masked_lm import MaskedLM
 from lmforge.plugins.objectives.sequence_classification import SequenceClassification
 from lmforge.plugins.objectives.token_classification import TokenClassification
@@ -136,7 +136,7 @@ def test_checkpoint_start_loads_the_encoder_and_a_new_head(mlm_run: dict, tmp_pa
 
 
 def test_checkpoint_with_another_tokenizer_or_sizes_is_refused(mlm_run: dict, tmp_path: Path) -> None:
-    from lmforge.core.tokenizer import train_tokenizer
+    from lmforge.core.data.tokenizer import train_tokenizer
 
     other = train_tokenizer(["a b c d e f g"] * 20, TokenizerTraining(vocab_size=30), "wordpiece")
     with pytest.raises(ValueError, match="another tokenizer .* data.init_args.tokenizer.path"):

@@ -17,10 +17,10 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Augmenter, BiasMitigator, Distiller, Regularizer, StepContext
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.objectives.causal_lm import CausalLM
 
 TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
@@ -273,7 +273,7 @@ def test_a_plugin_loss_that_is_not_a_scalar_is_named():
         def loss(self, ctx):
             return torch.ones(3)
 
-    from lmforge.core.module import _named_terms
+    from lmforge.core.module import named_terms
 
     with pytest.raises(TypeError, match=r"Vector.loss must return a scalar tensor .*\(3,\) for loss/vector"):
-        _named_terms(Vector(), Vector().loss(None))
+        named_terms(Vector(), Vector().loss(None))

@@ -15,11 +15,11 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
-from lmforge.core.observe.throughput import PROGRESS_BAR_KEY, TokenThroughput
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.objectives.causal_lm import CausalLM
+from lmforge.runtime.observe.throughput import PROGRESS_BAR_KEY, TokenThroughput
 
 TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import host_plugins as hp
 import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-import host_plugins as hp
 from lmforge.core.backbone import Backbone
-from lmforge.core.data import TextData
-from lmforge.core.module import LanguageModel, NonFiniteLossError, _named_terms
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.core.module import LanguageModel, NonFiniteLossError, named_terms
 from lmforge.core.plugin_checks import (
     PluginCompatibilityError,
     PluginError,
@@ -27,7 +28,6 @@ from lmforge.core.plugin_checks import (
     run_order,
 )
 from lmforge.core.plugins import Regularizer
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.objectives.masked_lm import MaskedLM
 from lmforge.plugins.regularizers.r_drop import RDrop
@@ -82,7 +82,7 @@ def test_a_registered_plugin_is_named_with_its_distribution():
 
     with pytest.raises(PluginCompatibilityError, match=r"^Rdropish \(model.regularizers\[0\]; class "):
         model(regularizers=[Rdropish()])
-    from lmforge.core.plugin_checks import describe
+    from lmforge.core.registry import describe
 
     assert describe(RDrop) == "RDrop (from lmforge 0.1.0)"
 
@@ -119,7 +119,7 @@ def test_conflicting_plugins_are_refused_naming_both():
 
 
 def test_a_recipe_that_cannot_work_fails_before_any_data_is_read(tmp_path, monkeypatch, capsys):
-    from lmforge.core.cli import main
+    from lmforge.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["lmforge"])
@@ -244,7 +244,7 @@ def test_an_exception_that_cannot_be_subclassed_becomes_a_plain_plugin_error():
 
 def test_a_hook_that_raises_at_setup_fails_at_setup():
     lm = model(regularizers=[RDrop(), hp.Boom(at="setup")])
-    from lmforge.core.tokenizer import train_tokenizer
+    from lmforge.core.data.tokenizer import train_tokenizer
 
     lm.tokenizer = train_tokenizer(["the cat sat on the mat"] * 20, TokenizerTraining(vocab_size=300), "bpe")
     with pytest.raises(ValueError, match=r"^Plugin Boom \(model.regularizers\[1\]; class host_plugins.Boom, not an "
@@ -299,4 +299,4 @@ def test_a_non_scalar_loss_names_the_plugin_and_its_origin():
     plugin = hp.Vector()
     with pytest.raises(TypeError, match=r"Vector.loss must return a scalar tensor .*\(3,\) for loss/vector. Reduce "
                                         r"the term \(e.g. .mean\(\)\) in the plugin Vector \(class host_plugins"):
-        _named_terms(plugin, plugin.loss(None))
+        named_terms(plugin, plugin.loss(None))

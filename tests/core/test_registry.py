@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.core.registry import AUTOLOAD_ENV, ALLOW_ENV, registry
+from lmforge.core.registry import ALLOW_ENV, AUTOLOAD_ENV, registry
 
 PLUGIN_MODULE = '''
 from lmforge.core.plugins import Objective, Regularizer
@@ -275,7 +275,7 @@ def test_info_for_and_find_look_plugins_up_by_class_and_name(install: Callable[.
 @pytest.mark.parametrize("flag", [["--plugins", "FakeL3Penalty"], ["--plugins=FakeL3Penalty"]])
 def test_the_plugins_flag_loads_only_the_named_third_party_plugins(
         install: Callable[..., None], capsys: pytest.CaptureFixture[str], flag: list[str]) -> None:
-    from lmforge.core.cli import main
+    from lmforge.cli.main import main
 
     install("fakeplug", "1.2.3", """
         [lmforge.regularizers]
@@ -302,7 +302,7 @@ def test_the_plugins_flag_loads_only_the_named_third_party_plugins(
 def test_a_recipe_naming_a_plugin_for_another_lmforge_fails_at_parse_time(
         install: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from lmforge.core.cli import main
+    from lmforge.cli.main import main
 
     install("fakeplug", "1.2.3", """
         [lmforge.regularizers]

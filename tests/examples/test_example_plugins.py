@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmforge.core.cli import main
+from lmforge.cli.main import main
 from lmforge.core.registry import ALLOW_ENV, AUTOLOAD_ENV, registry
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lmforge-example-plugins"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.core.cli import main
+from lmforge.cli.main import main
 
 FAST = ["--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "4",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.core.cli import main
+from lmforge.cli.main import main
 
 TINY = ("{num_hidden_layers: 1, hidden_size: 32, num_attention_heads: 2, intermediate_size: 64, "
         "max_position_embeddings: 64}")

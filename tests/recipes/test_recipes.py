@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.core.cli import main, run_cli
-from lmforge.core.recipes import bundled_recipes
+from lmforge.cli.main import main
+from lmforge.cli.training import run_cli
+from lmforge.cli.recipes import bundled_recipes
 
 RECIPES = {name: path for name, path in bundled_recipes().items() if not name.startswith("overlays/")}
 #: Lightning refuses these strategies on CPU; tests/scale/test_overlays.py parses them and builds their strategies.

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.core.cli import main, run_cli
-from lmforge.core.recipes import bundled_recipes
+from lmforge.cli.main import main
+from lmforge.cli.training import run_cli
+from lmforge.cli.recipes import bundled_recipes
 
 FAST = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "2",
         "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "4",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lmforge.core.recipes import bundled_recipes
+from lmforge.cli.recipes import bundled_recipes
 
 TRAINING_RECIPES = {name: path for name, path in bundled_recipes().items() if not name.startswith("overlays/")}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 # test's capsys stream, closed after that test ("--- Logging error ---" in later tests' stderr).
 import lightning.pytorch  # noqa: F401
 
-from lmforge.core.cli import main
+from lmforge.cli.main import main
 
 WORDS = ("the cat sat on a mat and the dog ran to the park while birds sang in tall green trees "
          "she read a book he cooked rice they walked home under the warm evening sun").split()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from reliability_kit import digests, write_docs
 
-from lmforge.core.data import TextData
-from lmforge.core.files import DataFileError
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.core.data.files import DataFileError
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 
 TOKENIZER = TokenizerSpec(train=TokenizerTraining(vocab_size=300))
 
@@ -93,7 +93,7 @@ def test_bad_json_lines_can_be_skipped_and_are_counted(tmp_path: Path, caplog: p
     path = write_jsonl(tmp_path / "docs.jsonl", rows)
     before = digests(path)
     data = text_data(tmp_path, str(path), val=str(path), skip_bad_lines=True)
-    with caplog.at_level(logging.WARNING, logger="lmforge.core.files"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.core.data.files"):
         data.prepare_data()
     warnings = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert warnings and all(str(path) in w for w in warnings)
@@ -143,8 +143,8 @@ def test_tokenized_cache_follows_the_tokenizer(tmp_path: Path) -> None:
 LONG_LINE_SCRIPT = textwrap.dedent("""
     import json, random, resource, sys, time
     from pathlib import Path
-    from lmforge.core.data import TextData
-    from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+    from lmforge.core.data.text import TextData
+    from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 
     root = Path(sys.argv[1])
     # Long words from a small set: few tokens per megabyte, so that the test takes a minute, not five.

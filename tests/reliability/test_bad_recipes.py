@@ -78,7 +78,7 @@ def test_bad_recipe_fails_early_naming_the_key(case: str, project: Path, capsys:
 
 def test_a_good_recipe_passes_the_same_checks(project: Path) -> None:
     """The checks above refuse only what is wrong: the same recipe with a correct overlay parses."""
-    from lmforge.core.cli import run_cli
+    from lmforge.cli.training import run_cli
 
     (project / "good.yaml").write_text("model:\n  regularizers:\n    - class_path: L2Penalty\n"
                                        "      init_args: {weight: 0.1}\n")

@@ -18,11 +18,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from reliability_kit import digests, write_docs
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.objectives.causal_lm import CausalLM
+from lmforge.runtime.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 
 TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 
@@ -97,8 +97,8 @@ def test_other_write_errors_are_raised_unchanged_and_leave_no_partial_file(tmp_p
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX rename semantics")
 def test_the_cli_writes_checkpoints_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmforge.core.cli import run_cli
-    from lmforge.core.recipes import bundled_recipes
+    from lmforge.cli.training import run_cli
+    from lmforge.cli.recipes import bundled_recipes
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["lmforge"])

@@ -21,14 +21,14 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from reliability_kit import write_docs
 
+from lmforge.cli.recipes import bundled_recipes
 from lmforge.core.backbone import Backbone
-from lmforge.core.checkpoint_io import AtomicCheckpointIO
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel, NonFiniteLossError, NonFiniteWeightsError
 from lmforge.core.plugins import BiasMitigator, Distiller, ObjectiveOutput, Regularizer, StepContext
-from lmforge.core.recipes import bundled_recipes
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.objectives.causal_lm import CausalLM
+from lmforge.runtime.checkpoint_io import AtomicCheckpointIO
 
 TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 BAD_STEP = 2

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lmforge.core.data import pack
+from lmforge.core.data.text import pack
+from lmforge.core.data.tokenizer import TokenizerTraining, encode_long, split_long_text, train_tokenizer
 from lmforge.core.registry import registry
-from lmforge.core.tokenizer import TokenizerTraining, encode_long, split_long_text, train_tokenizer
 from lmforge.plugins.augmenters._text import SynonymTable
 from lmforge.plugins.augmenters.char_noise import CharNoise
 from lmforge.plugins.augmenters.random_deletion import RandomDeletion, random_deletion

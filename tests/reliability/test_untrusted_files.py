@@ -15,9 +15,9 @@ import yaml
 from reliability_kit import lmforge
 
 import lmforge as package
+from lmforge.cli.recipes import bundled_recipes
 from lmforge.core.backbone import Backbone, position_limit
 from lmforge.core.module import LanguageModel
-from lmforge.core.recipes import bundled_recipes
 from lmforge.plugins.objectives.causal_lm import CausalLM
 
 SOURCE = Path(package.__file__).parent
@@ -112,7 +112,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(command: str, evil, project
 
 def test_the_tokenizer_restore_refuses_it_too(evil, project: Path) -> None:
     """`TextData` reads a checkpoint's tokenizer (validate/test/resume) through the same guarded loader."""
-    from lmforge.core.data import TextData
+    from lmforge.core.data.text import TextData
 
     ckpt, marker = evil
     data = TextData(train=str(project / "train.txt"), val=str(project / "val.txt"), cache_dir=str(project / "c"))

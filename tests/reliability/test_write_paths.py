@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from reliability_kit import lmforge, nothing_tokenized
 
-from lmforge.core.run_paths import is_inside
+from lmforge.runtime.run_paths import is_inside
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_a_symlink_and_dotdot_do_not_get_out(project: Path, outside: Path, capsy
 
 
 def test_a_symlink_the_user_made_is_followed(project: Path, outside: Path) -> None:
-    from lmforge.core.cli import run_cli
+    from lmforge.cli.training import run_cli
 
     (project / "runs").symlink_to(outside, target_is_directory=True)  # e.g. runs/ on a bigger disk
     cli = run_cli(["--config", "tiny.yaml"], run=False)
@@ -64,7 +64,7 @@ def test_the_command_line_flag_allows_it(project: Path, outside: Path) -> None:
 
 
 def test_the_environment_allows_it(project: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmforge.core.cli import run_cli
+    from lmforge.cli.training import run_cli
 
     monkeypatch.setenv("LMFORGE_ALLOW_OUTSIDE_WRITES", "1")
     cli = run_cli(["--config", "tiny.yaml", "--trainer.logger.init_args.save_dir", str(outside)], run=False)

@@ -31,13 +31,12 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
+from lmforge.cli.training import release_process_group
 from lmforge.core.backbone import Backbone
-from lmforge.core.cli import release_process_group
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Regularizer
-from lmforge.core.sharding import FSDP2Strategy
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.augmenters.token_noise import TokenNoise
 from lmforge.plugins.bias.adversarial_debiasing import AdversarialDebiasing
 from lmforge.plugins.bias.probe import BiasProbe, score_pairs
@@ -45,6 +44,7 @@ from lmforge.plugins.distillation.hidden_state_distillation import HiddenStateDi
 from lmforge.plugins.distillation.logit_distillation import LogitDistillation
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.regularizers.l2_penalty import L2Penalty
+from lmforge.runtime.strategies import FSDP2Strategy
 
 NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # ranks draw different dropout masks
 TINY = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 16, **NO_DROPOUT})

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from lmforge.core.data import TextData
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.augmenters.random_swap import RandomSwap
 from lmforge.plugins.bias.counterfactual_augmentation import CounterfactualAugmentation
 

@@ -79,7 +79,7 @@ def save_teacher(out: Path, corpus: Path, **config: int) -> dict[str, torch.Tens
     ``out/teacher``; returns its weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
+    from lmforge.core.data.tokenizer import TokenizerTraining, train_tokenizer
 
     tokenizer = train_tokenizer([corpus.read_text().splitlines()], TokenizerTraining(vocab_size=300), "bpe")
     torch.manual_seed(1)

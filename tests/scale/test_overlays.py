@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 from lightning.pytorch.cli import instantiate_class
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
 
-from lmforge.core.cli import run_cli
-from lmforge.core.recipes import bundled_recipes
-from lmforge.core.sharding import BlockFSDPStrategy, FSDP2Strategy, block_classes
+from lmforge.cli.training import run_cli
+from lmforge.cli.recipes import bundled_recipes
+from lmforge.core.sharding import block_classes
+from lmforge.runtime.strategies import BlockFSDPStrategy, FSDP2Strategy
 
 RECIPES = bundled_recipes()
 STRATEGIES = {

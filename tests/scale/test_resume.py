@@ -19,14 +19,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.data import ResumableSampler, TextData
+from lmforge.core.data.base import ResumableSampler
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Regularizer
-from lmforge.core.preemption import SaveOnPreemption
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.augmenters.random_swap import RandomSwap
 from lmforge.plugins.augmenters.token_noise import TokenNoise
 from lmforge.plugins.objectives.causal_lm import CausalLM
+from lmforge.runtime.preemption import SaveOnPreemption
 
 TINY = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 16})
 STEPS, STOP = 12, 5

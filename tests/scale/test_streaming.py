@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.core.data import pack
-from lmforge.core.streaming import StreamingBlocks
+from lmforge.core.data.streaming import StreamingBlocks
+from lmforge.core.data.text import pack
 
 
 class CharTokenizer:
@@ -56,14 +56,13 @@ def test_blocks_are_the_pack_of_the_readers_documents(tmp_path: Path) -> None:
 import random  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
-import torch  # noqa: E402
 from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 from lmforge.core.backbone import Backbone  # noqa: E402
-from lmforge.core.data import TextData  # noqa: E402
+from lmforge.core.data.text import TextData  # noqa: E402
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining, train_tokenizer  # noqa: E402
 from lmforge.core.module import LanguageModel  # noqa: E402
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining, train_tokenizer  # noqa: E402
 from lmforge.plugins.objectives.causal_lm import CausalLM  # noqa: E402
 
 WORDS = "the cat sat on a mat and dog ran to park while birds sang in tall green trees".split()
@@ -178,7 +177,7 @@ def test_streaming_needs_val_and_refuses_text_stage_plugins(tmp_path: Path) -> N
 
 
 def test_stream_positions_resume_only_with_the_same_ranks_and_workers(tmp_path: Path) -> None:
-    from lmforge.core.streaming import StreamingLoader
+    from lmforge.core.data.streaming import StreamingLoader
 
     blocks = StreamingBlocks(write_text_shards(tmp_path, [4]), CharTokenizer(), block_size=8)
     loader = StreamingLoader(blocks, stub_trainer(0, 1), batch_size=2)

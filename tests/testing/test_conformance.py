@@ -158,7 +158,7 @@ def test_data_stage_checks_run_for_text_plugins(kit):
 
 
 def test_the_validation_check_catches_a_host_that_touches_validation(kit, monkeypatch):
-    from lmforge.core.data import TextData
+    from lmforge.core.data.text import TextData
 
     original = TextData._apply_text_plugins
 

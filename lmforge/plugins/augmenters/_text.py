@@ -13,7 +13,7 @@ import random
 import re
 from pathlib import Path
 
-from lmforge.core.files import BUNDLED_PREFIX, bundled_data_dir
+from lmforge.core.data.files import BUNDLED_PREFIX, bundled_data_dir
 from lmforge.core.plugins import Augmenter, Examples
 
 BUNDLED_SYNONYMS = f"{BUNDLED_PREFIX}synonyms.tsv"

@@ -18,15 +18,10 @@ scored.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
-from lmforge.core.plugins import Augmenter, Batch
-
-if TYPE_CHECKING:
-    from lmforge.core.module import LanguageModel
+from lmforge.core.plugins import Augmenter, Batch, Host
 
 IGNORE_INDEX = -100
 
@@ -102,7 +97,7 @@ class TokenNoise(Augmenter):
         self.register_buffer("special_ids", torch.zeros(0, dtype=torch.long), persistent=False)
         self.register_buffer("regular_ids", torch.zeros(0, dtype=torch.long), persistent=False)
 
-    def setup(self, model: LanguageModel) -> None:
+    def setup(self, model: Host) -> None:
         tokenizer = model.tokenizer
         if self.mask_probability > 0 and tokenizer.mask_token_id is None:
             raise ValueError("TokenNoise: mask_probability > 0 needs a tokenizer with a mask token; set "

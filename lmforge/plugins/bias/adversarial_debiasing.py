@@ -27,17 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lightning.pytorch.utilities import rank_zero_info
-
-from lmforge.core.plugins import BiasMitigator, StepContext
+from lmforge.core.plugins import BiasMitigator, Host, StepContext
 from lmforge.plugins.bias.wordlists import GENDER_TERMS, read_attribute_terms
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from lmforge.core.module import LanguageModel
 
 IGNORE_INDEX = -100
 
@@ -178,7 +176,7 @@ class AdversarialDebiasing(BiasMitigator):
         self.boundary_id: int | None = None
         self.register_buffer("token_group", torch.zeros(0, dtype=torch.long), persistent=False)
 
-    def setup(self, model: LanguageModel) -> None:
+    def setup(self, model: Host) -> None:
         config = model.backbone.config
         width = getattr(config, "hidden_size", None) or model.backbone.get_input_embeddings().embedding_dim
         if self.adversary_hidden:

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmforge.core.plugins import BiasMitigator, Examples
+from lmforge.core.plugins import BiasMitigator, Examples, Host
 from lmforge.plugins.bias.wordlists import file_digest, find_groups, read_attribute_terms, read_blocklist
-
-if TYPE_CHECKING:
-    from lmforge.core.module import LanguageModel
 
 NO_GROUP = "(no group)"
 
@@ -94,7 +91,7 @@ class BlocklistFilter(BiasMitigator):
             lines.append(line + ")")
         return "\n".join(lines)
 
-    def setup(self, model: LanguageModel) -> None:
+    def setup(self, model: Host) -> None:
         # The data stage has run by now (the DataModule is set up before the model is configured).
         rank_zero_info(self.report())
 

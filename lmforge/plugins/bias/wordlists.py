@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmforge.core.files import BUNDLED_PREFIX, bundled_data_dir
+from lmforge.core.data.files import BUNDLED_PREFIX, bundled_data_dir
 
 #: A word: letters, optionally joined by straight or curly apostrophes (``he's``, ``John’s``).
 WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")

@@ -21,17 +21,14 @@ non-padding positions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmforge.core.plugins import Distiller, StepContext
+from lmforge.core.plugins import Distiller, Host, StepContext
 from lmforge.plugins.distillation.teacher import FrozenTeacher, TeacherDtype, load_teacher
-
-if TYPE_CHECKING:
-    from lmforge.core.module import LanguageModel
 
 Metric = Literal["cosine", "mse"]
 
@@ -113,7 +110,7 @@ class HiddenStateDistillation(Distiller):
         self._teacher: FrozenTeacher | None = None
         self.pairs: list[tuple[int, int]] = []
 
-    def setup(self, model: LanguageModel) -> None:
+    def setup(self, model: Host) -> None:
         self._teacher = load_teacher(self.teacher, model, self.teacher_dtype)
         student, teacher = model.backbone.config, self._teacher.config
         self.pairs = self.resolve_layer_map(student.num_hidden_layers, teacher.num_hidden_layers)

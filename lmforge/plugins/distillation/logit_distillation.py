@@ -20,17 +20,12 @@ count every example.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lmforge.core.plugins import Batch, Distiller, StepContext
+from lmforge.core.plugins import Batch, Distiller, Host, StepContext
 from lmforge.plugins.distillation.teacher import FrozenTeacher, TeacherDtype, load_teacher
-
-if TYPE_CHECKING:
-    from lmforge.core.module import LanguageModel
 
 IGNORE_INDEX = -100
 #: The Auto class whose models predict token t+1 at position t (HF shifts labels inside them).
@@ -128,7 +123,7 @@ class LogitDistillation(Distiller):
         self._teacher: FrozenTeacher | None = None
         self._causal = False
 
-    def setup(self, model: LanguageModel) -> None:
+    def setup(self, model: Host) -> None:
         self._causal = model.objective.auto_model == CAUSAL_AUTO_MODEL
         if self.masked_only and self._causal:
             raise ValueError(

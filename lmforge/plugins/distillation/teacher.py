@@ -12,12 +12,13 @@ import torch
 from torch import Tensor
 from transformers import PretrainedConfig, PreTrainedModel
 
-from lmforge.core.pretrained import check_vocabulary, load_trained
+from lmforge.core.checkpoint import check_vocabulary, load_trained
 
 if TYPE_CHECKING:
     from transformers.modeling_outputs import ModelOutput
 
-    from lmforge.core.module import LanguageModel
+    from lmforge.core.plugins import Host
+
 
 TEACHER_KEY = "model.distiller.init_args.teacher"
 TEACHER_HINT = ("Train the teacher first (e.g. `lmforge fit --config clm-pretrain`) and set "
@@ -54,7 +55,7 @@ class FrozenTeacher:
             return self.model(**inputs, output_hidden_states=hidden_states)
 
 
-def load_teacher(path: str, model: LanguageModel, dtype: TeacherDtype | None = None) -> FrozenTeacher:
+def load_teacher(path: str, model: Host, dtype: TeacherDtype | None = None) -> FrozenTeacher:
     """Load, check and freeze the teacher for ``model`` (whose backbone and tokenizer exist).
 
     The teacher is built with the student objective's Auto class, must have been

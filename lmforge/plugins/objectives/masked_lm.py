@@ -9,16 +9,13 @@ selection is per word (a WordPiece word and its ``##`` continuation pieces).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lmforge.core.plugins import Batch, Objective, ObjectiveOutput
-
-if TYPE_CHECKING:
-    from lmforge.core.module import LanguageModel
+from lmforge.core.plugins import Batch, Host, Objective, ObjectiveOutput
 
 IGNORE_INDEX = -100
 
@@ -91,7 +88,7 @@ class MaskedLM(Objective):
         self.register_buffer("regular_ids", torch.zeros(0, dtype=torch.long), persistent=False)
         self.register_buffer("is_continuation", torch.zeros(0, dtype=torch.bool), persistent=False)
 
-    def setup(self, model: LanguageModel) -> None:
+    def setup(self, model: Host) -> None:
         tokenizer = model.tokenizer
         if tokenizer.mask_token_id is None:
             raise ValueError("MaskedLM: the tokenizer has no mask token; train a wordpiece tokenizer or use one with [MASK].")

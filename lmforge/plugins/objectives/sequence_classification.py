@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
-from lmforge.core.labeled_data import LabelInfo, class_weight_tensor, labels_of
+from lmforge.core.data.labeled import LabelInfo, class_weight_tensor, labels_of
 from lmforge.core.plugins import Batch, Objective, ObjectiveOutput
 
 ProblemType = Literal["single_label_classification", "multi_label_classification", "regression"]

@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from lmforge.core.plugins import Regularizer, StepContext
-
-if TYPE_CHECKING:
-    from lmforge.core.module import LanguageModel
+from lmforge.core.plugins import Host, Regularizer, StepContext
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -142,7 +138,7 @@ class WeightPenalty(Regularizer):
     def penalty(params: Sequence[Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def setup(self, model: LanguageModel) -> None:
+    def setup(self, model: Host) -> None:
         self.parameter_names = select_parameters(model.backbone, self.skip_biases, self.skip_norms,
                                                  self.skip_embeddings, self.include, self.exclude)
         if not self.parameter_names:

@@ -32,15 +32,12 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-from lmforge.core.plugins import Regularizer
-
-if TYPE_CHECKING:
-    from lmforge.core.module import LanguageModel
+from lmforge.core.plugins import Host, Regularizer
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +146,7 @@ class Dropout(Regularizer):
         roles = {"hidden": self.hidden, "attention": self.attention, "embedding": self.embedding}
         return {role: p for role, p in roles.items() if p is not None}
 
-    def setup(self, model: LanguageModel) -> None:
+    def setup(self, model: Host) -> None:
         requested = self.probabilities()
         if not requested:
             log.warning("Dropout: hidden, attention and embedding are all null; the backbone keeps its dropout.")

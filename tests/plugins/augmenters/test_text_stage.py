@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.data import TextData
-from lmforge.core.files import bundled_data_dir
+from lmforge.core.data.files import bundled_data_dir
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.augmenters.char_noise import CharNoise
 from lmforge.plugins.augmenters.random_deletion import RandomDeletion
 from lmforge.plugins.augmenters.random_insertion import RandomInsertion

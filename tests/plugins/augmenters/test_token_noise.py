@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
+from lmforge.core.data.tokenizer import TokenizerTraining, train_tokenizer
 from lmforge.plugins.augmenters.token_noise import TokenNoise
 from lmforge.plugins.objectives.causal_lm import CausalLM, causal_lm_loss
 

@@ -15,10 +15,10 @@ from lightning.pytorch.loggers import CSVLogger
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining, train_tokenizer
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import StepContext
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining, train_tokenizer
 from lmforge.plugins.bias.adversarial_debiasing import (
     AdversarialDebiasing,
     document_segments,

@@ -14,9 +14,9 @@ import torch
 from lightning.pytorch import Trainer
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.bias.balanced_sampling import BalancedSampling, reweighing_weights
 from lmforge.plugins.objectives.causal_lm import CausalLM
 

@@ -15,11 +15,11 @@ import torch
 from lightning.pytorch import Trainer
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import BiasMitigator, overrides
 from lmforge.core.registry import registry
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.objectives.causal_lm import CausalLM
 
 NAMES = registry().names("bias_mitigator")

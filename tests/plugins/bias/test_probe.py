@@ -15,9 +15,9 @@ from lightning.pytorch.loggers import CSVLogger
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining, train_tokenizer
 from lmforge.core.module import LanguageModel
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining, train_tokenizer
 from lmforge.plugins.bias.probe import (
     BiasProbe,
     ProbePair,

@@ -13,9 +13,9 @@ from lightning.pytorch.loggers import CSVLogger
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
 import lmforge
-from lmforge.core.data import TextData
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining, load_tokenizer, train_tokenizer
 from lmforge.core.module import LanguageModel
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining, load_tokenizer, train_tokenizer
 
 BUNDLED_TEXT = Path(lmforge.__file__).parent / "data" / "corpus" / "val.txt"
 GPT2_NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}

@@ -115,7 +115,7 @@ def test_hard_loss_weight_scales_the_objective_term(make_teacher, tokenizer_dirs
 
 def test_teacher_gets_no_gradient_stays_unchanged_and_is_not_checkpointed(
         tokenizer_dirs, fit, build, tmp_path) -> None:
-    from lmforge.core.export import backbone_state_dict, load_checkpoint
+    from lmforge.core.checkpoint import backbone_state_dict, load_checkpoint
 
     # The teacher is an lmforge checkpoint, as `lmforge fit --config clm-pretrain` leaves one.
     teacher_model = LanguageModel(Backbone("gpt2", {**STUDENT.config, "n_layer": 2}), CausalLM())

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM
 
-from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
+from lmforge.core.data.tokenizer import TokenizerTraining, train_tokenizer
 from lmforge.plugins.objectives.masked_lm import IGNORE_INDEX, MaskedLM, mask_tokens
 
 B, T, V = 64, 128, 1000

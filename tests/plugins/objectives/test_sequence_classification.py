@@ -13,9 +13,9 @@ from lightning.pytorch import Trainer
 from transformers import AutoConfig
 
 from lmforge.core.backbone import Backbone
-from lmforge.core.labeled_data import LabeledTextData, LabelInfo, class_weight_tensor
+from lmforge.core.data.labeled import LabeledTextData, LabelInfo, class_weight_tensor
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.plugins.objectives.sequence_classification import (
     SequenceClassification,
     sequence_classification_loss,

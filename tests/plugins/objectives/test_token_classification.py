@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lmforge.core.labeled_data import LabelInfo
+from lmforge.core.data.labeled import LabelInfo
 from lmforge.plugins.objectives.token_classification import (
     EntityF1,
     TokenClassification,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from lmforge.core.backbone import Backbone
+from lmforge.core.data.tokenizer import TokenizerTraining, train_tokenizer
 from lmforge.core.module import LanguageModel
-from lmforge.core.tokenizer import TokenizerTraining, train_tokenizer
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.objectives.masked_lm import MaskedLM
 

@@ -1,0 +1,149 @@
+"""The command table, and lmforge's own tools: ``recipes``, ``plugins``, ``export``, ``plot`` and ``predict MODEL``.
+
+Each tool imports what it needs when it runs, so that listing recipes or plugins does not import torch.
+Further commands come from the ``lmforge.commands`` entry-point group (`lmforge.cli.main.find_command`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+#: The LightningCLI subcommands (`lmforge.cli.training`), with their help.
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+TRAINING_HELP = {
+    "fit": "train: lmforge fit --config RECIPE [--section.key VALUE ...] [--ckpt_path last]",
+    "validate": "one pass over the validation split: lmforge validate --config RECIPE --ckpt_path CKPT",
+    "test": "one pass over the test split: lmforge test --config RECIPE --ckpt_path CKPT",
+    "predict": "lmforge predict MODEL --input FILE --output FILE (or Lightning's: predict --config ...)",
+}
+#: lmforge's own tools: ``lmforge NAME`` runs the function of that name below.
+TOOLS_HELP = {
+    "recipes": "list the bundled recipes; recipes show NAME; recipes cp NAME [DEST]",
+    "plugins": "list installed plugins; plugins show NAME; plugins new KIND NAME",
+    "export": "write a checkpoint as a Hugging Face model directory",
+    "plot": "plot logged metrics of one or more runs",
+}
+
+
+TOOLS = tuple(TOOLS_HELP)
+
+
+def recipes(argv: list[str]) -> int:
+    from lmforge.cli.recipes import bundled_recipes, describe
+
+    parser = argparse.ArgumentParser(prog="lmforge recipes", description="List, show or copy the bundled recipes.")
+    sub = parser.add_subparsers(dest="action")
+    show = sub.add_parser("show", help="print a recipe")
+    show.add_argument("name")
+    cp = sub.add_parser("cp", help="copy a recipe into a directory for editing")
+    cp.add_argument("name")
+    cp.add_argument("dir")
+    args = parser.parse_args(argv)
+    found = bundled_recipes()
+    if args.action is None:
+        width = max(len(n) for n in found)
+        for name, path in found.items():
+            print(f"{name:<{width}}  {describe(path)}")
+        return 0
+    if args.name not in found:
+        print(f"lmforge recipes: no recipe {args.name!r}; bundled: {', '.join(found)}", file=sys.stderr)
+        return 2
+    if args.action == "show":
+        print(found[args.name].read_text(encoding="utf-8"), end="")
+        return 0
+    target = Path(args.dir)
+    target.mkdir(parents=True, exist_ok=True)
+    dest = target / found[args.name].name
+    if dest.exists():
+        print(f"lmforge recipes: {dest} exists; not overwriting it.", file=sys.stderr)
+        return 1
+    shutil.copyfile(found[args.name], dest)
+    print(dest)
+    return 0
+
+
+def plugins(argv: list[str]) -> int:
+    from lmforge.cli.plugins import main
+
+    return main(argv)
+
+
+def export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge export", description="Write a checkpoint as a Hugging Face model directory (safetensors)."
+    )
+    parser.add_argument("ckpt", help="an lmforge checkpoint (.ckpt)")
+    parser.add_argument("dir", help="output directory")
+    args = parser.parse_args(argv)
+    from lmforge.cli.export import export_checkpoint
+
+    try:
+        out = export_checkpoint(args.ckpt, args.dir)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"lmforge export: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {args.ckpt} to {out}")
+    return 0
+
+
+def plot(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge plot",
+        description="Write PNG charts of runs' metrics.csv (loss terms, validation metrics, learning rate, "
+                    "throughput, bias scores); several runs are overlaid for comparison.",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="a run directory (runs/<recipe>/version_N) or a directory holding exactly one")
+    parser.add_argument("--metrics", help="comma-separated metric names or globs (default: the standard charts), "
+                                          "e.g. loss/total,val/loss or 'bias/*'")
+    parser.add_argument("--out", help="output directory (default: RUN_DIR/plots for one run, ./plots for several)")
+    args = parser.parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:
+        print("lmforge plot: needs matplotlib; install it with `pip install 'lmforge[plot]'`.", file=sys.stderr)
+        return 1
+    from lmforge.cli.plot import PlotError, plot_runs
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    try:
+        written = plot_runs(args.runs, metrics, args.out)
+    except PlotError as exc:
+        print(f"lmforge plot: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+def predict(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge predict",
+        description="Label a file with a fine-tuned classifier or tagger and write the predictions as jsonl "
+                    "(label names and probabilities). `lmforge predict --config ...` is Lightning's predict "
+                    "subcommand instead.",
+    )
+    parser.add_argument("model", help="an lmforge checkpoint (.ckpt) or an exported model directory")
+    parser.add_argument("--input", required=True, help="txt (one text per line), jsonl, csv or parquet file")
+    parser.add_argument("--output", required=True, help="where to write the predictions (jsonl)")
+    parser.add_argument("--text-column", default="text",
+                        help="column with the text, or with the word list for a tagger (default: text)")
+    parser.add_argument("--text-pair-column", default=None, help="column with the second text of a pair")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="truncate inputs to this many tokens (default: the model's positions)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    args = parser.parse_args(argv)
+    from lmforge.cli.predict import predict_file
+    from lmforge.core.data.files import DataFileError
+
+    try:
+        n = predict_file(args.model, args.input, args.output, args.text_column, args.text_pair_column,
+                         args.batch_size, args.max_length, args.device)
+    except (FileNotFoundError, ValueError, DataFileError) as exc:
+        print(f"lmforge predict: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {n} predictions to {args.output}")
+    return 0

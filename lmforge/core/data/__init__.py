@@ -1,0 +1,27 @@
+"""The DataModules and what they read: files, tokenizers, streams.
+
+- `BaseTextData` (`base`): what every DataModule shares (seed, cache, tokenizer,
+  resumable order, data-stage plugin hooks).
+- `TextData` (`text`): raw text packed into blocks for language modelling.
+- `LabeledTextData` (`labeled`): labeled examples for classification and tagging.
+- `streaming`: training files read lazily (``TextData(streaming=True)``).
+- `files`: reading local files (and bundled ones, ``lmforge:...``) into HF datasets.
+- `tokenizer`: loading, training and caching tokenizers.
+
+The classes load on first use, so that the light modules (``files``) can be
+imported without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {"BaseTextData": "base", "TextData": "text", "LabeledTextData": "labeled"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

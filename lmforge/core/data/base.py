@@ -1,0 +1,321 @@
+"""BaseTextData: what every lmforge DataModule shares.
+
+The seed, the cache, the tokenizer (given, taken from a checkpoint, or trained
+and cached), the resumable training order and the data-stage plugin hooks
+(``process_text``, ``sample_weights``). `TextData` (`lmforge.core.data.text`)
+and `LabeledTextData` (`lmforge.core.data.labeled`) differ only in how they
+read, lay out and batch their rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lmforge.core.checkpoint import CKPT_KEY, load_checkpoint
+from lmforge.core.data.files import default_cache_dir, resolve_files
+from lmforge.core.data.tokenizer import (
+    TokenizerSpec,
+    TokenizerTraining,
+    batched_text,
+    load_tokenizer,
+    tokenizer_from_json,
+    train_tokenizer,
+    training_cache_key,
+)
+from lmforge.core.plugin_checks import hook_guard
+from lmforge.core.plugins import Augmenter, Plugin, overrides
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+class ResumableSampler(DistributedSampler):
+    """Training order: a seeded shuffle (or weighted draw) per epoch, split over ranks, resumable mid-epoch.
+
+    Epoch ``e``'s order depends only on ``seed`` and ``e`` (Lightning calls ``set_epoch``), so a resumed run
+    draws the same order; ``skip_batches`` drops the batches a checkpoint had already trained on. Written
+    here because torch's samplers cannot start mid-epoch (torchdata's StatefulDataLoader would add a
+    dependency); a ``DistributedSampler`` subclass so that Lightning does not wrap it under DDP.
+
+    Args:
+        size: Examples in the dataset.
+        batch_size: Examples per batch on each rank (what ``skip_batches`` counts in).
+        seed: Seed of the order.
+        rank: This process's global rank.
+        world_size: Number of processes; each takes every ``world_size``-th example of the order, and the
+            order is cut to a multiple of ``world_size`` so that every rank runs the same number of batches.
+        weights: Per-example sampling weights (drawn with replacement), or None for a permutation.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 weights: torch.Tensor | None = None) -> None:
+        # DistributedSampler.__init__ wants a dataset and a process group; only its public fields are kept.
+        self.size, self.batch_size, self.seed, self.weights = size, batch_size, seed, weights
+        self.rank, self.num_replicas = rank, world_size
+        self.num_samples = size // world_size
+        self.total_size = self.num_samples * world_size
+        self.epoch = 0
+        self.skip_batches = 0
+
+    def order(self, epoch: int) -> list[int]:
+        """This rank's examples in epoch ``epoch``, from the start."""
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
+        return order[: self.total_size][self.rank :: self.num_replicas].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip_batches = self.skip_batches * self.batch_size, 0
+        order = self.order(self.epoch)
+        return iter(order[skip:] if skip < len(order) else order)  # a checkpoint at the epoch's end: a new epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def data_plugins(module: Any) -> list[Plugin]:
+    """The module's data-stage plugins, in pipeline order (bias mitigators, then augmenters)."""
+    if module is None or not hasattr(module, "data_plugins"):
+        return []
+    return list(module.data_plugins())
+
+
+class BaseTextData(LightningDataModule):
+    """What lmforge's DataModules share: seed, cache, tokenizer and the data-stage plugins.
+
+    Subclasses read their splits and lay them out; ``process_text`` and
+    ``sample_weights`` of the model's plugins run here, on whatever columns
+    the subclass's rows have. The recipe's ``data.class_path`` must name a
+    subclass.
+    """
+
+    def __init__(self, tokenizer: TokenizerSpec | None, batch_size: int, num_workers: int, cache_dir: str | None,
+                 seed: int | None) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}.")
+        self.tokenizer_spec = tokenizer or TokenizerSpec(train=TokenizerTraining())
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._seed = seed
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        #: A checkpoint whose tokenizer to use instead of training one (set by the CLI from --ckpt_path).
+        self.checkpoint_path: str | None = None
+        #: Documents longer than this are tokenized in pieces (`TextData`'s setting; None: whole).
+        self.max_document_chars: int | None = None
+        self.skip_bad_lines = False
+        self.train_weights: torch.Tensor | None = None
+        self._resume_batches = 0
+
+    @property
+    def seed(self) -> int:
+        if self._seed is not None:
+            return self._seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        # Rank 0 fills the caches (trained tokenizer, tokenized splits); `setup` on every rank reads them.
+        with self._progress_bars():
+            self._build()
+
+    def setup(self, stage: str | None = None) -> None:
+        with self._progress_bars():
+            self._build()
+        run_dir = self._run_dir(stage)
+        if run_dir is not None:
+            self.save_with_run(run_dir)
+
+    def _run_dir(self, stage: str | None) -> Path | None:
+        """The run directory on the rank that writes it (global zero, fitting, with a logger)."""
+        trainer = self.trainer
+        if stage == "fit" and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
+            return Path(trainer.log_dir)
+        return None
+
+    def save_with_run(self, run_dir: Path) -> None:
+        """Write what the run keeps besides its checkpoints (the tokenizer)."""
+        self.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the current epoch (batches this rank has trained on), saved in checkpoints."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        return {"epoch_batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_batches = int(state_dict.get("epoch_batches", 0))
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _loader(self, data: Dataset, collate_fn: Any, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            data, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_fn,
+            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+            # The loader's own generator seeds its workers, so starting an epoch draws nothing from the global
+            # generator (that dropout uses): a resumed run's dropout masks match the uninterrupted run's.
+            generator=torch.Generator().manual_seed(self.seed), **kwargs,
+        )
+
+    def _train_loader(self, data: Dataset, collate_fn: Any) -> DataLoader:
+        """Shuffled by the data seed, or drawn by the plugins' sample weights; resumable mid-epoch."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ResumableSampler(len(data), self.batch_size, self.seed, rank, world, weights=self.train_weights)
+        if self._resume_batches:  # a mid-epoch checkpoint: continue after the batches it had trained on
+            sampler.skip_batches = self._resume_batches
+            self._resume_batches = 0
+        return self._loader(data, collate_fn, sampler=sampler, drop_last=True)
+
+    # -- shared building blocks ------------------------------------------------------------------
+
+    def _objective(self) -> Any:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(module, "objective", None)
+
+    def _plugins(self) -> list[Plugin]:
+        return data_plugins(self.trainer.lightning_module if self.trainer is not None else None)
+
+    def _progress_bars(self) -> contextlib.AbstractContextManager[None]:
+        # `--trainer.enable_progress_bar false` silences the tokenization and preparation bars too.
+        quiet = self.trainer is not None and getattr(self.trainer, "progress_bar_callback", True) is None
+        return _datasets_progress_bars(enabled=not quiet)
+
+    def data_files(self) -> dict[str, list[Path]]:
+        """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
+
+        The run's record (`lmforge.runtime.observe.RunConfig`) fingerprints them. Subclasses set
+        ``train_files`` and ``val_files``.
+        """
+        files = {"data.train": resolve_files(self.train_files, "data.train")}
+        if self.val_files is not None:
+            files["data.val"] = resolve_files(self.val_files, "data.val")
+        return files
+
+    def _given_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The tokenizer that needs no training: ``tokenizer.path``'s, or the checkpoint's when validating,
+        testing or resuming; None when one must be trained."""
+        if self.tokenizer_spec.path is not None:
+            return load_tokenizer(self.tokenizer_spec.path)
+        if self.checkpoint_path and Path(self.checkpoint_path).is_file():
+            saved = load_checkpoint(self.checkpoint_path, mmap=True)[CKPT_KEY]
+            return tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"])
+        return None
+
+    def _get_tokenizer(self, train: datasets.Dataset, texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
+        """Load ``tokenizer.path`` or train one on ``texts`` (default: the ``text`` column of ``train``)."""
+        given = self._given_tokenizer()
+        if given is not None:
+            return given
+        spec = self.tokenizer_spec
+        training = spec.train or TokenizerTraining()
+        objective = self._objective()
+        algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
+        data_key = f"{train._fingerprint}:{self.max_document_chars}"
+        directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, data_key)
+        if (directory / "tokenizer.json").exists():
+            return load_tokenizer(directory)
+        log.info("Training a %s tokenizer (vocab_size=%d) on %d documents", algorithm, training.vocab_size, len(train))
+        texts = batched_text(train["text"] if texts is None else texts, max_chars=self.max_document_chars)
+        tokenizer = train_tokenizer(texts, training, algorithm)
+        tokenizer.save_pretrained(str(directory))
+        return tokenizer
+
+    def _apply_text_plugins(self, docs: datasets.Dataset, split: str, plugins: list[Plugin]) -> datasets.Dataset:
+        for position, plugin in enumerate(plugins):
+            if not overrides(plugin, "process_text"):
+                continue
+            splits = ("train",) if isinstance(plugin, Augmenter) else plugin.splits
+            if split not in splits:
+                continue
+            with hook_guard(plugin, "process_text"):
+                docs = docs.map(
+                    _TextStage(plugin, self.seed, position), batched=True, with_indices=True,
+                    new_fingerprint=fingerprint(docs._fingerprint, plugin, self.seed, position),
+                    desc=f"{type(plugin).__name__} ({split})",
+                )
+            if len(docs) == 0:
+                raise ValueError(f"{type(plugin).__name__} left no {split} documents; check its settings.")
+        return docs
+
+    def _sample_weights(self, docs: datasets.Dataset, plugins: list[Plugin]) -> torch.Tensor | None:
+        weights = None
+        for plugin in plugins:
+            if not overrides(plugin, "sample_weights"):
+                continue
+            with hook_guard(plugin, "sample_weights"):
+                w = plugin.sample_weights(docs)
+            if w is None:
+                continue
+            w = torch.as_tensor(w, dtype=torch.double)
+            if w.shape != (len(docs),) or bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
+                raise ValueError(
+                    f"{type(plugin).__name__}.sample_weights must return {len(docs)} finite, non-negative "
+                    f"weights, got shape {tuple(w.shape)}."
+                )
+            weights = w if weights is None else weights * w
+        return weights
+
+
+class _TextStage:
+    """Runs one plugin's ``process_text`` on a map batch with a batch-seeded ``random.Random``."""
+
+    def __init__(self, plugin: Plugin, seed: int, position: int) -> None:
+        self.plugin, self.seed, self.position = plugin, seed, position
+
+    def __call__(self, examples: dict[str, list], indices: list[int]) -> dict[str, list]:
+        first = indices[0] if indices else 0
+        rng = random.Random(f"{self.seed}:{self.position}:{type(self.plugin).__name__}:{first}")
+        try:
+            out = self.plugin.process_text(examples, rng)
+        except KeyError as exc:  # a text plugin on data without its column (token-level data has no "text")
+            if exc.args and exc.args[0] not in examples:
+                raise ValueError(
+                    f"{type(self.plugin).__name__}.process_text needs a {exc.args[0]!r} column; this data has "
+                    f"{sorted(examples)}. Remove the plugin from the recipe or use data it applies to."
+                ) from None
+            raise
+        lengths = {k: len(v) for k, v in out.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{type(self.plugin).__name__}.process_text returned columns of unequal length: {lengths}")
+        return out
+
+
+@contextlib.contextmanager
+def _datasets_progress_bars(enabled: bool) -> Iterator[None]:
+    """Turn ``datasets``' progress bars off inside the block when ``enabled`` is False (a global switch)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    if not enabled:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled and not enabled:
+            datasets.enable_progress_bars()
+
+
+def fingerprint(*parts: Any) -> str:
+    payload = "|".join(p.data_fingerprint() if isinstance(p, Plugin) else str(p) for p in parts)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]

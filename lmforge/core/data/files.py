@@ -1,0 +1,279 @@
+"""Finding and reading data files, with errors that name the file and the key.
+
+``datasets.load_dataset`` does the reading; when it fails, the file at fault
+is found and described (missing, empty, undecodable bytes at an offset,
+malformed JSON on a line, a missing column) instead of a deep stack trace.
+
+``datasets`` keys its cache of a local file by path and modification time, so
+a file edited and given back its old mtime (``cp -p``, ``rsync -t``, ``tar x``)
+would be read from a stale cache. lmforge therefore keeps each set of files'
+cache under the sha256 of their content (`content_key`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import glob
+import hashlib
+import json
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import datasets
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PREFIX = "lmforge:"
+BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def default_cache_dir() -> Path:
+    """lmforge's cache (tokenized datasets, tokenizers, the plugin listing): ``$LMFORGE_CACHE`` or ~/.cache/lmforge."""
+    return Path(os.environ.get("LMFORGE_CACHE", Path.home() / ".cache" / "lmforge"))
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be used, named with the recipe key that points at it."""
+
+
+def bundled_data_dir() -> Path:
+    return Path(str(resources.files("lmforge") / "data"))
+
+
+def _expand(pattern: str) -> list[Path]:
+    if pattern.startswith(BUNDLED_PREFIX):
+        pattern = str(bundled_data_dir() / pattern[len(BUNDLED_PREFIX):])
+    pattern = str(Path(pattern).expanduser())
+    if glob.has_magic(pattern):
+        return [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
+    return [Path(pattern)]
+
+
+def resolve_files(patterns: list[str], key: str) -> list[Path]:
+    """Expand globs and check every file exists, is non-empty and has a known format."""
+    if not patterns:
+        raise DataFileError(f"{key}: no files given.")
+    files: list[Path] = []
+    for pattern in patterns:
+        matched = _expand(pattern)
+        if glob.has_magic(pattern) and not matched:
+            raise DataFileError(f"{key}: the pattern {pattern!r} matches no files.")
+        for path in matched:
+            if not path.is_file():
+                raise DataFileError(f"{key}: file not found: {path}. Check the path (relative paths start at {Path.cwd()}).")
+            if path.stat().st_size == 0:
+                raise DataFileError(f"{key}: {path} is empty.")
+            if path.suffix.lower() not in BUILDERS:
+                raise DataFileError(
+                    f"{key}: {path} has an unsupported extension {path.suffix!r}; use one of {sorted(BUILDERS)}."
+                )
+            files.append(path)
+    examples = {BUILDERS[p.suffix.lower()]: p for p in files}
+    if len(examples) > 1:
+        named = ", ".join(f"{b} ({examples[b]})" for b in sorted(examples))
+        raise DataFileError(f"{key}: mixes file formats ({', '.join(sorted(examples))}): {named}; "
+                            "give files of one format.")
+    return files
+
+
+def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = None,
+             can_skip: bool = True) -> str | None:
+    """Why ``path`` cannot be read as text data, or None if no problem is found.
+
+    Args:
+        column_keys: Required columns and the recipe key that names each;
+            default ``{text_column: "data.text_column"}``.
+        can_skip: The reader accepts ``data.skip_bad_lines`` (TextData does, LabeledTextData does not:
+            a skipped labeled row would silently change the label counts).
+    """
+    column_keys = column_keys or {text_column: "data.text_column"}
+    builder = BUILDERS[path.suffix.lower()]
+    if builder == "parquet":
+        return None
+    problem = _utf8_problem(path)
+    if problem:
+        return problem
+    if builder == "json":
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    fix = ", or set data.skip_bad_lines: true to skip such lines" if can_skip else ""
+                    return f"{path}, line {number}: malformed JSON ({exc.msg}). Fix the line{fix}."
+                for column, key in column_keys.items():
+                    if not isinstance(row, dict) or column not in row:
+                        return f"{path}, line {number}: no {column!r} field ({key})."
+    return None
+
+
+def _utf8_problem(path: Path) -> str | None:
+    """The first invalid UTF-8 byte sequence in ``path``, with its byte offset."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # bytes of the file before the current chunk
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            pending = len(decoder.getstate()[0])  # bytes of a character held back from the last chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                return (f"{path}: bytes at offset {offset - pending + exc.start} are not valid UTF-8 "
+                        f"({exc.reason}). Re-encode the file as UTF-8.")
+            if not chunk:
+                return None
+            offset += len(chunk)
+
+
+def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_dir: str) -> datasets.Dataset:
+    """Read ``jsonl``/``csv``/``parquet`` ``files`` into a dataset that has every column of ``column_keys``.
+
+    Args:
+        column_keys: Required columns and the recipe key that names each
+            (``{"label": "data.label_column"}``), for the error messages.
+        key: The recipe key that points at ``files``.
+    """
+    import datasets
+
+    builder = BUILDERS[files[0].suffix.lower()]
+    if builder == "text":
+        raise DataFileError(
+            f"{key}: {files[0].name} is plain text; labeled data needs columns, use jsonl, csv or parquet files."
+        )
+    try:
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                   cache_dir=str(Path(cache_dir) / content_key(files)))
+    except Exception as exc:  # datasets wraps reader errors in its own types; find the file at fault
+        for path in files:
+            problem = diagnose(path, next(iter(column_keys)), column_keys, can_skip=False)
+            if problem:
+                raise DataFileError(f"{key}: {problem}") from None
+        raise DataFileError(f"{key}: could not read {[str(f) for f in files]}: {exc}") from exc
+    for column, column_key in column_keys.items():
+        if column not in ds.column_names:
+            raise DataFileError(
+                f"{key}: {files[0].name} has no column {column!r} ({column_key}); its columns are {ds.column_names}."
+            )
+    if len(ds) == 0:
+        raise DataFileError(f"{key}: {[str(f) for f in files]} hold no rows.")
+    return ds
+
+
+def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: str,
+                      skip_bad_lines: bool = False) -> datasets.Dataset:
+    """Read ``files`` into a dataset with one non-empty document per row in a ``text`` column.
+
+    The cache lives under ``cache_dir/<content_key(files)>``. With ``skip_bad_lines``, ``jsonl`` lines that
+    are not a JSON object are left out (`without_bad_lines`), with a warning per file.
+    """
+    import datasets
+
+    builder = BUILDERS[files[0].suffix.lower()]
+    cache = Path(cache_dir) / content_key(files)
+    read = [without_bad_lines(f, key, cache / "cleaned") for f in files] if skip_bad_lines and builder == "json" else files
+    try:
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in read], split="train", cache_dir=str(cache))
+        if builder != "text":
+            ds = _select_text_column(ds, text_column, key, files)
+        ds = ds.filter(_non_empty, batched=True, desc="Dropping empty documents")
+    except DataFileError:
+        raise
+    except Exception as exc:  # datasets and pyarrow wrap reader errors in their own types; find the file at fault
+        for path in files:
+            problem = diagnose(path, text_column)
+            if problem:
+                raise DataFileError(f"{key}: {problem}") from None
+        raise DataFileError(f"{key}: could not read {[str(f) for f in files]}: {exc}") from exc
+    if len(ds) == 0:
+        raise DataFileError(f"{key}: {[str(f) for f in files]} hold no non-empty documents.")
+    return ds
+
+
+def without_bad_lines(path: Path, key: str, directory: Path) -> Path:
+    """A copy of the ``jsonl`` file ``path`` without the lines that are not a JSON object (blank lines aside).
+
+    The copy is written once per content, under ``directory``, beside the numbers of the lines it left out;
+    each call warns with their count. A file without any bad line is returned as it is.
+    """
+    digest = file_sha256(path)
+    clean, skipped_file = directory / f"{digest}.jsonl", directory / f"{digest}.skipped.json"
+    if skipped_file.is_file():
+        skipped = json.loads(skipped_file.read_text())
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        skipped = []
+        partial = clean.with_suffix(f".{os.getpid()}.tmp")
+        with path.open(encoding="utf-8") as src, partial.open("w", encoding="utf-8") as out:
+            for number, line in enumerate(src, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+                if isinstance(row, dict):
+                    out.write(line if line.endswith("\n") else line + "\n")
+                else:
+                    skipped.append(number)
+        os.replace(partial, clean)
+        skipped_file.write_text(json.dumps(skipped))
+    if not skipped:
+        return path
+    shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+    log.warning("%s: skipped %d line(s) of %s that are not a JSON object (lines %s); data.skip_bad_lines is on.",
+                key, len(skipped), path, shown)
+    return clean
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, ctime) -> sha256
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes (read in 1 MiB chunks; see benchmarks/content_hash.py for its cost).
+
+    Remembered for the process, keyed by the file's identity, size and change time: a run needs the digest
+    for its cache key and again for its run record, and a large corpus costs ~2 s/GB to hash. The change
+    time (ctime) moves on every write and cannot be set back, unlike the modification time (``cp -p``,
+    ``touch -d``), so an edit is never missed.
+    """
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_ctime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def content_key(files: list[Path]) -> str:
+    """A key for the content of ``files``, in order: editing any byte of any of them changes it."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()[:16]
+
+
+def _select_text_column(ds: datasets.Dataset, text_column: str, key: str, files: list[Path]) -> datasets.Dataset:
+    """Rename ``text_column`` to ``text``; a different column already named ``text`` gives way to it."""
+    if text_column not in ds.column_names:
+        raise DataFileError(
+            f"{key}: {files[0].name} has no column {text_column!r} (data.text_column); "
+            f"its columns are {ds.column_names}."
+        )
+    if text_column == "text":
+        return ds
+    if "text" in ds.column_names:
+        ds = ds.remove_columns("text")
+    return ds.rename_column(text_column, "text")
+
+
+def _non_empty(examples: dict[str, list]) -> list[bool]:
+    return [isinstance(t, str) and bool(t.strip()) for t in examples["text"]]

@@ -1,0 +1,330 @@
+"""TextData: raw text files -> data-stage plugins -> tokens -> packed blocks.
+
+Files are read with HF ``datasets`` (``txt``: one document per non-empty
+line; ``jsonl``/``csv``/``parquet``: one document per row, from
+``text_column``), so tokenization is batched and cached on disk. Packing
+follows HF ``run_clm.py``'s ``group_texts`` except that it concatenates the
+whole split, so only the split's last partial block is dropped rather than
+one per map batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lmforge.core.data.base import BaseTextData, fingerprint
+from lmforge.core.data.files import documents_dataset, resolve_files
+from lmforge.core.data.tokenizer import TokenizerSpec, encode_long
+from lmforge.core.plugins import Augmenter, overrides
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+    from lmforge.core.data.streaming import StreamingLoader
+
+log = logging.getLogger(__name__)
+
+
+def pack(token_lists: Sequence[Sequence[int]] | np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Concatenate documents and cut them into blocks of ``block_size`` tokens.
+
+    Returns:
+        blocks (N, block_size), the index of the document each block starts
+        in (N,), and the number of tokens dropped from the end.
+    """
+    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+    flat = np.fromiter((i for t in token_lists for i in t), dtype=np.int64, count=int(lengths.sum()))
+    return pack_flat(flat, lengths, block_size)
+
+
+def pack_flat(flat: np.ndarray, lengths: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """`pack` for documents already concatenated into ``flat`` with ``lengths``."""
+    n_blocks = len(flat) // block_size
+    blocks = flat[: n_blocks * block_size].reshape(n_blocks, block_size)
+    doc_starts = np.cumsum(lengths) - lengths
+    block_docs = np.searchsorted(doc_starts, np.arange(n_blocks) * block_size, side="right") - 1
+    return blocks, block_docs, len(flat) - n_blocks * block_size
+
+
+class PackedBlocks(Dataset):
+    """Fixed-length token blocks; ``__getitems__`` gathers a batch in one index."""
+
+    def __init__(self, blocks: np.ndarray) -> None:
+        self.blocks = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.int32))
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.blocks[index].long()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.blocks[torch.as_tensor(indices)].long()}
+
+
+def _collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``PackedBlocks.__getitems__`` already returns a batch."""
+    return batch
+
+
+def block_weights(doc_weights: torch.Tensor, lengths: np.ndarray, block_size: int, n_blocks: int) -> torch.Tensor:
+    """Sampling weight of each packed block: the mean weight of its tokens, each token carrying its document's.
+
+    A block that holds pieces of several documents is weighted by how many of its tokens each contributes,
+    so a short document that starts no block still counts. Computed from cumulative sums, O(documents + blocks).
+    """
+    lengths_t = torch.from_numpy(np.asarray(lengths, dtype=np.int64))
+    ends = torch.cumsum(lengths_t, 0)  # token offset where each document ends
+    starts = ends - lengths_t
+    mass = torch.cat([torch.zeros(1, dtype=torch.double), torch.cumsum(doc_weights.double() * lengths_t, 0)])
+
+    def cumulative(x: torch.Tensor) -> torch.Tensor:  # total token weight before offset x
+        doc = (torch.searchsorted(ends, x, right=True)).clamp(max=len(lengths_t) - 1)
+        return mass[doc] + doc_weights.double()[doc] * (x - starts[doc]).clamp(min=0)
+
+    edges = torch.arange(n_blocks + 1, dtype=torch.int64) * block_size
+    cum = cumulative(edges)
+    return (cum[1:] - cum[:-1]) / block_size
+
+
+
+class TextData(BaseTextData):
+    """Raw text for language modelling: packed blocks of ``block_size`` tokens.
+
+    Args:
+        train: Training files: paths or globs (``txt``, ``jsonl``, ``csv``,
+            ``parquet``). ``lmforge:corpus/train.txt`` names a file bundled
+            with lmforge.
+        val: Validation files; when None, ``val_fraction`` of the training
+            documents are held out.
+        val_fraction: Share of training documents held out when ``val`` is None.
+        text_column: Column holding the text in ``jsonl``/``csv``/``parquet`` files.
+        tokenizer: A local tokenizer (``path``) or how to train one (``train``).
+        block_size: Tokens per training example.
+        batch_size: Examples per batch (per device).
+        num_workers: DataLoader worker processes.
+        cache_dir: Where tokenized datasets and trained tokenizers are cached
+            (default ``$LMFORGE_CACHE`` or ``~/.cache/lmforge``).
+        seed: Seed of the data-stage plugins and the shuffling; None takes the
+            run's ``seed_everything``.
+        max_document_chars: Documents longer than this many characters are
+            tokenized (and the tokenizer trained) in pieces cut just before a
+            space, which keeps memory bounded and gives the whole document's
+            tokens (see docs/reliability.md); None tokenizes every document in
+            one piece, however long.
+        skip_bad_lines: In ``jsonl`` files, skip lines that are not a JSON
+            object (and say how many, per file) instead of stopping at the first.
+        streaming: Read the training files lazily, tokenizing and packing on
+            the fly (`lmforge.core.data.streaming`), instead of tokenizing them
+            into the cache first: for corpora larger than memory or disk
+            cache. Needs ``val``; the validation split is built as without
+            streaming. Resuming with ``--ckpt_path`` continues the epoch where
+            it stopped (see docs/scaling.md).
+        streaming_tokenizer_documents: With ``streaming`` and a tokenizer to
+            train (no ``tokenizer.path``), train it on the first this many
+            training documents, in file order.
+    """
+
+    def __init__(
+        self,
+        train: str | list[str],
+        val: str | list[str] | None = None,
+        val_fraction: float = 0.05,
+        text_column: str = "text",
+        tokenizer: TokenizerSpec | None = None,
+        block_size: int = 256,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int | None = None,
+        max_document_chars: int | None = 100_000,
+        skip_bad_lines: bool = False,
+        streaming: bool = False,
+        streaming_tokenizer_documents: int = 100_000,
+    ) -> None:
+        if max_document_chars is not None and max_document_chars < 1:
+            raise ValueError(f"data.max_document_chars must be at least 1 (or null), got {max_document_chars}.")
+        if block_size < 2:
+            raise ValueError(f"data.block_size must be at least 2, got {block_size}.")
+        super().__init__(tokenizer, batch_size, num_workers, cache_dir, seed)
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
+        self.train_files = [train] if isinstance(train, str) else list(train)
+        self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
+        self.val_fraction = val_fraction
+        self.text_column = text_column
+        self.block_size = block_size
+        self.max_document_chars = max_document_chars
+        self.skip_bad_lines = skip_bad_lines
+        if streaming and val is None:
+            raise ValueError(
+                "data.streaming needs data.val (validation files): holding out data.val_fraction of a stream would "
+                "read all of it first. Give data.val, or set data.streaming to false."
+            )
+        if streaming_tokenizer_documents < 1:
+            raise ValueError(
+                f"data.streaming_tokenizer_documents must be at least 1, got {streaming_tokenizer_documents}."
+            )
+        self.streaming = streaming
+        self.streaming_tokenizer_documents = streaming_tokenizer_documents
+        self.datasets: dict[str, PackedBlocks] = {}
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        if self.streaming:
+            return self._stream_loader()
+        return self._train_loader(self.datasets["train"], _collate_batch)
+
+    def _stream_loader(self) -> StreamingLoader:
+        """Blocks read, tokenized and packed on the fly; each (rank, worker) reads its own part of the files."""
+        from lmforge.core.data.streaming import StreamingBlocks, StreamingLoader  # torchdata only for streaming runs
+
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        blocks = StreamingBlocks(resolve_files(self.train_files, "data.train"),
+                                 _TokenizeTexts(self.tokenizer, self.max_document_chars), self.block_size,
+                                 self.text_column, rank, world)
+        # A batch may hold fewer blocks at the end of a worker's stream: no block is dropped. Workers are not
+        # persistent: each epoch starts them anew, so a position restored for one epoch cannot leak into the next.
+        return StreamingLoader(blocks, trainer, batch_size=self.batch_size, num_workers=self.num_workers,
+                               pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["val"], _collate_batch, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    # -- building --------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        if self.datasets:
+            return
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if hasattr(module, "check_data"):
+            module.check_data(self)  # settings the model cannot take fail before any file is read
+        if self.streaming:
+            self._build_streaming()
+            return
+        raw = self._load_splits()
+        self.tokenizer = self._get_tokenizer(raw["train"])
+        plugins = self._plugins()
+        for split in ("train", "val"):
+            docs = self._apply_text_plugins(raw[split], split, plugins)
+            if split == "train":
+                self.train_weights = self._sample_weights(docs, plugins)
+            self.datasets[split] = self._layout(docs, split)
+
+    def _build_streaming(self) -> None:
+        """The tokenizer and the validation split; the training split is read while training (`_stream_loader`)."""
+        plugins = self._plugins()
+        unsupported = [f"{type(p).__name__}.{hook}" for p in plugins for hook in ("process_text", "sample_weights")
+                       if overrides(p, hook) and (hook == "sample_weights" or isinstance(p, Augmenter)
+                                                  or "train" in p.splits)]
+        if unsupported:
+            raise ValueError(
+                f"data.streaming: the training split is not run through data-stage plugin hooks yet, and this "
+                f"recipe has {', '.join(unsupported)}. Set data.streaming to false, or remove those plugins."
+            )
+        given = self._given_tokenizer()  # only a tokenizer to train needs the sample read
+        self.tokenizer = given if given is not None else self._get_tokenizer(
+            self._tokenizer_sample(resolve_files(self.train_files, "data.train")))
+        val = self._read(self.val_files, "data.val")
+        self.datasets["val"] = self._layout(self._apply_text_plugins(val, "val", plugins), "val")
+
+    def _tokenizer_sample(self, files: list[Path]) -> datasets.Dataset:
+        """The first ``streaming_tokenizer_documents`` training documents, which a tokenizer to train is trained
+        on (read only when one is: not with ``tokenizer.path`` or a checkpoint's tokenizer)."""
+        import datasets
+
+        from lmforge.core.data.streaming import StreamingBlocks
+
+        stream = StreamingBlocks(files, None, self.block_size, self.text_column).documents(0, 1)
+        texts = list(itertools.islice(stream, self.streaming_tokenizer_documents))
+        if not texts:
+            raise ValueError(f"data.train: {[str(f) for f in files]} hold no non-empty document.")
+        log.info("data.streaming: the tokenizer to train is trained (or found cached) for the first %d training "
+                 "documents (data.streaming_tokenizer_documents=%d)", len(texts), self.streaming_tokenizer_documents)
+        return datasets.Dataset.from_dict({"text": texts})
+
+    def _read(self, files: list[str], key: str) -> datasets.Dataset:
+        """The documents of ``files`` (recipe key ``key``), through the content-keyed dataset cache."""
+        return documents_dataset(resolve_files(files, key), key=key, text_column=self.text_column,
+                                 cache_dir=str(self.cache_dir / "datasets"), skip_bad_lines=self.skip_bad_lines)
+
+    def _load_splits(self) -> dict[str, datasets.Dataset]:
+        train = self._read(self.train_files, "data.train")
+        if self.val_files is not None:
+            return {"train": train, "val": self._read(self.val_files, "data.val")}
+        if len(train) < 2:
+            raise ValueError(
+                f"data.train: {len(train)} document(s) cannot be split into train and validation; "
+                "add documents or give data.val."
+            )
+        parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
+        return {"train": parts["train"], "val": parts["test"]}
+
+    def _layout(self, docs: datasets.Dataset, split: str) -> PackedBlocks:
+        tokenizer = self.tokenizer
+        tokens = docs.map(
+            _Tokenize(tokenizer, self.max_document_chars), batched=True, remove_columns=docs.column_names,
+            new_fingerprint=fingerprint(docs._fingerprint, tokenizer.backend_tokenizer.to_str(), "tokenize",
+                                         self.max_document_chars),
+            desc=f"Tokenizing ({split})",
+        )
+        column = tokens.data.column("input_ids")
+        lengths = np.asarray(column.combine_chunks().value_lengths(), dtype=np.int64) if len(tokens) else np.zeros(0)
+        flat = np.asarray(column.combine_chunks().flatten(), dtype=np.int64) if len(tokens) else np.zeros(0)
+        blocks, _, dropped = pack_flat(flat, lengths, self.block_size)
+        if len(blocks) == 0:
+            key = "data.train" if split == "train" or self.val_files is None else "data.val"
+            files = self.train_files if key == "data.train" else self.val_files
+            raise ValueError(
+                f"{key}: the {split} split of {files} has {len(flat)} tokens, fewer than one block of "
+                f"data.block_size={self.block_size}. Add text or lower data.block_size."
+            )
+        if split == "train" and self.train_weights is not None:
+            self.train_weights = block_weights(self.train_weights, lengths, self.block_size, len(blocks))
+        log.info("%s: %d documents, %d tokens, %d blocks of %d (%d tokens dropped at the end)",
+                 split, len(docs), len(flat), len(blocks), self.block_size, dropped)
+        return PackedBlocks(blocks)
+
+
+class _Tokenize:
+    """Batched tokenization (a class, not a closure, so ``datasets`` can pickle it); documents longer
+    than ``max_chars`` go through `encode_long`."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_chars: int | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.max_chars = max_chars
+
+    def __call__(self, examples: dict[str, list]) -> dict[str, list]:
+        texts = examples["text"]
+        long = [i for i, t in enumerate(texts) if self.max_chars is not None and len(t) > self.max_chars]
+        if long:
+            texts = list(texts)
+            for i in long:
+                texts[i] = ""
+        ids = self.tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)["input_ids"]
+        for i in long:
+            ids[i] = encode_long(self.tokenizer, examples["text"][i], self.max_chars)
+        return {"input_ids": ids}
+
+
+class _TokenizeTexts(_Tokenize):
+    """`_Tokenize` for a list of texts (what `StreamingBlocks` calls)."""
+
+    def __call__(self, texts: list[str]) -> dict[str, list]:
+        return super().__call__({"text": texts})
+
+
