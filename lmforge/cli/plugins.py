@@ -40,7 +40,8 @@ from typing import Any
 
 from lmforge import __version__
 from lmforge.core.data.files import default_cache_dir
-from lmforge.core.registry import ALLOW_ENV, AUTOLOAD_ENV, GROUPS
+from lmforge.core.hooks import GROUPS, RECIPE_KEYS
+from lmforge.core.registry import ALLOW_ENV, AUTOLOAD_ENV
 
 
 def main(argv: list[str]) -> int:
@@ -91,7 +92,7 @@ def list_plugins(kind: str | None, refresh: bool = False) -> int:
 
 
 def show_plugin(name: str, kind: str | None) -> int:
-    from lmforge.cli.plugin_docs import RECIPE_KEYS, describe_plugin  # the plugin kinds, and torch
+    from lmforge.cli.plugin_docs import describe_plugin  # the plugin kinds, and torch
     from lmforge.core.registry import registry, unknown_plugin_message
 
     reg = registry()

@@ -27,6 +27,7 @@ from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS
 from lmforge.core.checkpoint import unsafe_checkpoint_message
 from lmforge.core.data import labeled  # noqa: F401  (so `class_path: LabeledTextData` resolves)
 from lmforge.core.data.base import BaseTextData
+from lmforge.core.hooks import RECIPE_KEYS
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugin_checks import PluginCompatibilityError
 from lmforge.core.registry import registry, unknown_plugin_message
@@ -218,13 +219,7 @@ def _as_dict(init: Any) -> dict[str, Any] | None:
 
 
 #: Recipe keys under ``model`` that hold plugins, and their kind.
-PLUGIN_KEYS = {
-    "objective": "objective",
-    "regularizers": "regularizer",
-    "augmenters": "augmenter",
-    "bias_mitigators": "bias_mitigator",
-    "distiller": "distiller",
-}
+PLUGIN_KEYS = {key: kind for kind, key in RECIPE_KEYS.items()}
 
 
 def explain_error(message: str, valid_keys: list[str], plugins: Any) -> str:

@@ -36,13 +36,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-GROUPS: dict[str, str] = {
-    "objective": "lmforge.objectives",
-    "regularizer": "lmforge.regularizers",
-    "augmenter": "lmforge.augmenters",
-    "bias_mitigator": "lmforge.bias_mitigators",
-    "distiller": "lmforge.distillers",
-}
+from lmforge.core.hooks import GROUPS
+
 BUILTIN_DIST = "lmforge"
 AUTOLOAD_ENV = "LMFORGE_DISABLE_PLUGIN_AUTOLOAD"
 ALLOW_ENV = "LMFORGE_PLUGINS"

@@ -44,14 +44,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lmforge.core.hooks import RECIPE_KEYS
 from lmforge.core.module import LanguageModel, named_terms
-from lmforge.core.plugins import Objective, Plugin, StepContext, metadata_problems, objective_task, overrides
+from lmforge.core.plugins import Objective, Plugin, metadata_problems, objective_task, overrides
 from lmforge.core.registry import registry
 from lmforge.testing.fixtures import FIXTURES, REQUIRED_ARGUMENTS, Fixture, Workdir, corpus_lines
 
 #: The LanguageModel argument that holds each kind.
-KIND_ARGUMENT = {"regularizer": "regularizers", "augmenter": "augmenters", "bias_mitigator": "bias_mitigators",
-                 "distiller": "distiller", "objective": "objective"}
+KIND_ARGUMENT = RECIPE_KEYS
 SEED = 1234
 
 
@@ -87,6 +87,7 @@ class Kit:
         problems = metadata_problems(plugin)
         _require(not problems, f"{name}: malformed metadata: {'; '.join(problems)}")
         report = ConformanceReport(name, tasks=self.tasks_for(plugin, tasks))
+        report.passed.append("metadata")
         for task in report.tasks:
             _Run(self.workdir, FIXTURES[task], plugin, dict(init_args or {}), report).run()
         return report
@@ -289,7 +290,7 @@ class _Run:
             return
 
     def check_validation_untouched(self, plugin: Plugin, data: Any) -> None:
-        if not overrides(plugin, "process_text") or ("val" in plugin.splits and plugin.kind != "augmenter"):
+        if not overrides(plugin, "process_text") or "val" in plugin.splits:
             return
         baseline = self.workdir.baseline_val(self.fixture)
         batches = list(data.val_dataloader())
@@ -399,9 +400,9 @@ class _Run:
         if plugin is model.objective:
             terms = {plugin.name: result.loss}
         elif overrides(plugin, "loss"):
-            ctx = StepContext(batch=batch, outputs=outputs, objective_loss=result.loss, model=model, forward=model)
+            ctx = model.step_context(batch, outputs, result)
             with _checking(f"{self.where}: loss raised"):
-                terms = named_terms(plugin, plugin.loss(ctx))
+                terms, _ = named_terms(plugin, plugin.loss(ctx))
         for key, value in terms.items():
             _require(bool(torch.isfinite(value)), f"{self.where}: loss/{key} = {float(value.detach())} is not finite")
         return {"batch": batch, "terms": terms}

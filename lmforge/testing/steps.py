@@ -50,4 +50,4 @@ def step_context(plugin: Plugin, task: str = "causal_lm", kit: Kit | None = None
         batch = plugin.process_batch(batch, generator)
     outputs = model.backbone(**model.objective.model_inputs(batch), output_hidden_states=wants_hidden_states(plugin))
     result = model.objective.compute(outputs, batch)
-    return StepContext(batch=batch, outputs=outputs, objective_loss=result.loss, model=model, forward=model)
+    return model.step_context(batch, outputs, result)

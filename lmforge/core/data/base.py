@@ -34,7 +34,7 @@ from lmforge.core.data.tokenizer import (
     training_cache_key,
 )
 from lmforge.core.plugin_checks import hook_guard
-from lmforge.core.plugins import Augmenter, Plugin, overrides
+from lmforge.core.plugins import Plugin, overrides
 
 if TYPE_CHECKING:
     import datasets
@@ -245,8 +245,7 @@ class BaseTextData(LightningDataModule):
         for position, plugin in enumerate(plugins):
             if not overrides(plugin, "process_text"):
                 continue
-            splits = ("train",) if isinstance(plugin, Augmenter) else plugin.splits
-            if split not in splits:
+            if split not in plugin.splits:
                 continue
             with hook_guard(plugin, "process_text"):
                 docs = docs.map(

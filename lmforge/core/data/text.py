@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from lmforge.core.data.base import BaseTextData, fingerprint
 from lmforge.core.data.files import documents_dataset, resolve_files
 from lmforge.core.data.tokenizer import TokenizerSpec, encode_long
-from lmforge.core.plugins import Augmenter, overrides
+from lmforge.core.plugins import overrides
 
 if TYPE_CHECKING:
     import datasets
@@ -229,8 +229,7 @@ class TextData(BaseTextData):
         """The tokenizer and the validation split; the training split is read while training (`_stream_loader`)."""
         plugins = self._plugins()
         unsupported = [f"{type(p).__name__}.{hook}" for p in plugins for hook in ("process_text", "sample_weights")
-                       if overrides(p, hook) and (hook == "sample_weights" or isinstance(p, Augmenter)
-                                                  or "train" in p.splits)]
+                       if overrides(p, hook) and (hook == "sample_weights" or "train" in p.splits)]
         if unsupported:
             raise ValueError(
                 f"data.streaming: the training split is not run through data-stage plugin hooks yet, and this "

@@ -57,9 +57,9 @@ class CausalLM(Objective):
             labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
         return {**batch, "labels": labels}
 
-    def scored_logits(self, logits: Tensor, batch: Batch) -> Tensor:
-        # Position t predicts the label at t + 1, as in `causal_lm_loss`.
-        return logits[:, :-1][batch["labels"][:, 1:] != IGNORE_INDEX]  # (N, V)
+    def scored_mask(self, batch: Batch) -> Tensor:
+        # Position t predicts the label at t + 1, as in `causal_lm_loss`; the last position predicts nothing.
+        return F.pad(batch["labels"][:, 1:] != IGNORE_INDEX, (0, 1), value=False)  # (B, T)
 
     def compute(self, outputs: Any, batch: Batch) -> ObjectiveOutput:
         loss, count = causal_lm_loss(outputs.logits, batch["labels"], self.label_smoothing)
