@@ -43,8 +43,12 @@ PROBE = "--trainer.callbacks+=journey_probe.JourneyProbe"
 
 #: Time limits (seconds). A healthy shortened run takes 5-20 s alone and 15-30 s as two processes on 2 cores.
 SINGLE_LIMIT = 180
-DISTRIBUTED_LIMIT = 75
+DISTRIBUTED_LIMIT = 150  # hangs are caught sooner by the stall check (`STALL`)
 QUICK_LIMIT = 60  # a command that fails before training, or a tool (export, predict)
+#: A distributed run whose processes together use less than STALL_CPU seconds of CPU in STALL seconds is hung:
+#: ranks that wait in a collective that never completes use about 0.05 s a second, a run that trains (even
+#: on 2 cores shared with 5 other busy processes) more than 0.5 s a second.
+STALL, STALL_CPU = 20.0, 3.0
 
 #: Sizes far below every recipe's, so each run takes seconds.
 GPT2_SMALL = "{n_layer: 1, n_embd: 32, n_head: 2, n_positions: 64}"
@@ -144,18 +148,27 @@ class Result:
         return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _children(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux /proc); workers that torchrun starts in their own sessions included."""
-    parents: dict[int, list[int]] = {}
+def _process_table() -> dict[int, tuple[int, float]]:
+    """``pid -> (parent pid, CPU seconds used)`` of every process (Linux /proc; empty elsewhere)."""
+    table = {}
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
+        table[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    return table
+
+
+def _tree(pid: int, table: dict[int, tuple[int, float]]) -> list[int]:
+    """``pid`` and every process below it; workers that torchrun starts in their own sessions included."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [pid], [pid]
     while todo:
-        for child in parents.get(todo.pop(), []):
+        for child in children.get(todo.pop(), []):
             found.append(child)
             todo.append(child)
     return found
@@ -163,8 +176,7 @@ def _children(pid: int) -> list[int]:
 
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL ``proc``, its process group and every process below it."""
-    victims = _children(proc.pid) if Path("/proc").is_dir() else []
-    for pid in victims:
+    for pid in _tree(proc.pid, _process_table())[1:]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -192,16 +204,36 @@ class Started:
         return Result(self.cmd, self.cwd, self.proc.returncode, self.stdout_path.read_text(errors="replace"),
                       self.stderr_path.read_text(errors="replace"), time.monotonic() - self.started, self.probe_dir)
 
-    def wait(self, limit: float) -> Result:
-        """The finished command; past ``limit`` seconds, kill its process tree and fail the test."""
-        try:
-            self.proc.wait(timeout=max(1.0, limit - (time.monotonic() - self.started)))
-        except subprocess.TimeoutExpired:
-            kill_tree(self.proc)
-            result = self.result()
-            pytest.fail(result.explain(f"timed out after {limit:.0f}s (a hung collective?); killed its processes"),
-                        pytrace=False)
-        return self.result()
+    def wait(self, limit: float, stall: float | None = None) -> Result:
+        """The finished command. Past ``limit`` seconds, or when its processes together have used less than
+        `STALL_CPU` seconds of CPU in the last ``stall`` seconds (ranks waiting in a collective that never
+        completes use none), kill its process tree and fail the test."""
+        cpu: dict[int, float] = {}
+        progress: list[tuple[float, float]] = []  # (time, CPU seconds used since the previous look)
+        while True:
+            elapsed = time.monotonic() - self.started
+            try:
+                self.proc.wait(timeout=min(1.0, max(0.01, limit - elapsed)))
+                return self.result()
+            except subprocess.TimeoutExpired:
+                pass
+            elapsed = time.monotonic() - self.started
+            if elapsed >= limit:
+                self._fail(f"timed out after {limit:.0f}s (a hung collective?); killed its processes")
+            if stall is None:
+                continue
+            table = _process_table()
+            now = {pid: table[pid][1] for pid in _tree(self.proc.pid, table) if pid in table}
+            progress.append((elapsed, sum(max(0.0, used - cpu.get(pid, 0.0)) for pid, used in now.items())))
+            cpu = now
+            recent = sum(used for at, used in progress if at > elapsed - stall)
+            if elapsed > stall + 5 and recent < STALL_CPU:
+                self._fail(f"stalled: its processes used {recent:.2f}s of CPU in the last {stall:.0f}s "
+                           f"(a hung collective?); killed them after {elapsed:.0f}s")
+
+    def _fail(self, why: str) -> None:
+        kill_tree(self.proc)
+        pytest.fail(self.result().explain(why), pytrace=False)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -240,11 +272,11 @@ class Journeys:
         return Started(proc, list(cmd), cwd, out, err, probe_dir)
 
     def lmforge(self, args: Sequence[str], cwd: Path, limit: float = SINGLE_LIMIT,
-                env: dict[str, str] | None = None) -> Result:
-        """Run ``lmforge ARGS`` in ``cwd`` and return its result, whatever its exit code."""
+                env: dict[str, str] | None = None, stall: float | None = None) -> Result:
+        """Run ``lmforge ARGS`` in ``cwd`` and return its result, whatever its exit code (see `Started.wait`)."""
         started = self.start([LMFORGE, *args], cwd, env)
         try:
-            return started.wait(limit)
+            return started.wait(limit, stall)
         finally:
             started.kill()
 

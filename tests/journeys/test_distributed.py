@@ -6,7 +6,8 @@
         -m lmforge fit --config quickstart --config overlays/ddp --config overlays/multinode \\
         --trainer.accelerator cpu --trainer.devices 1 ...          (the same command in two shells)
 
-Each run must finish within `DISTRIBUTED_LIMIT` (a hung collective fails the test), every rank must reach the
+Each run must finish within `DISTRIBUTED_LIMIT` and never stall (`STALL` seconds without using CPU: a hung
+collective fails the test within about half a minute), every rank must reach the
 last step with a finite loss, and every rank must end with the same full weights (`JourneyProbe`'s digest,
 sharded parameters gathered).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from journey_kit import (DISTRIBUTED_LIMIT, PROBE, TEACHERS, TORCHRUN, Journeys, Result, finite, last_metric,
+from journey_kit import (DISTRIBUTED_LIMIT, PROBE, STALL, TEACHERS, TORCHRUN, Journeys, Result, finite, last_metric,
                          short_args)
 
 HANG = ("TextData.setup reads trainer.log_dir on global rank 0 only (lmforge/core/data.py:223-224, _run_dir); "
@@ -75,7 +76,7 @@ def test_recipe_under_strategy_overlay(recipe: str, overlay: str, journeys: Jour
     prepare_workdir(recipe, fit_recipe, tmp_path)
     result = journeys.lmforge(["fit", "--config", recipe, "--config", f"overlays/{overlay}",
                                "--trainer.accelerator", "cpu", "--trainer.devices", "2", *short_args(recipe), PROBE],
-                              tmp_path, limit=DISTRIBUTED_LIMIT)
+                              tmp_path, limit=DISTRIBUTED_LIMIT, stall=STALL)
     ends = check_ranks(result, world_size=2)
     print(f"{recipe} under overlays/{overlay}: final training loss rank 0 {ends[0]['last_loss']:.4f}, "
           f"rank 1 {ends[1]['last_loss']:.4f}")
@@ -104,7 +105,7 @@ def test_multinode_overlay_with_two_torchrun_agents(journeys: Journeys, tmp_path
     env = {"JOURNEY_PROBE_DIR": str(probe)}
     agents = [journeys.start(cmd, tmp_path, env) for _ in range(2)]
     try:
-        results = [agent.wait(DISTRIBUTED_LIMIT) for agent in agents]
+        results = [agent.wait(DISTRIBUTED_LIMIT, STALL) for agent in agents]
     finally:
         for agent in agents:
             agent.kill()
