@@ -28,10 +28,10 @@ HANG = ("TextData.setup reads trainer.log_dir on global rank 0 only (lmforge/cor
         "Trainer.log_dir is a collective (it broadcasts the directory), so the ranks' collectives pair up wrongly "
         "and the run hangs after 'All distributed processes registered' (rank 0 in ModelCheckpoint.setup's "
         "broadcast, rank 1 in the barrier after setup) until the time limit")
-TIED_BERT = ("and once that is fixed, fully_shard puts BERT's MLM decoder, tied to the word embeddings, in "
-             "another FSDP group than the embeddings: 'Parameter bert.embeddings.word_embeddings.weight is shared "
-             "with a parameter already managed by another FSDP group' (lmforge/core/sharding.py, "
-             "fully_shard_blocks)")
+TIED_BERT = ("and once that is fixed, BERT's _no_split_modules names BertEmbeddings, so fully_shard_blocks puts the "
+             "embeddings in their own FSDP group and the MLM decoder tied to them in the root's "
+             "(lmforge/core/sharding.py:32-35): 'Parameter bert.embeddings.word_embeddings.weight is shared with a "
+             "parameter already managed by another FSDP group'")
 
 #: The recipes that must run under each strategy overlay (issue 15); the other training recipes follow if time allows.
 DISTRIBUTED_RECIPES = ["quickstart", "mlm-pretrain", "finetune-sentiment", "debias-clm", "distill-clm"]

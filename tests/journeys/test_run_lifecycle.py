@@ -103,7 +103,7 @@ def tested(validated, best, journeys: Journeys, workdir: Path) -> Result:
 
 
 @pytest.fixture(scope="module")
-def test_file(workdir: Path) -> Path:
+def split_file(workdir: Path) -> Path:
     """A test split unlike the validation split: other text than the bundled corpus."""
     path = workdir / "test.txt"
     path.write_text("\n".join(bundled_text("bias/skewed_occupations_val.txt")[:40]) + "\n", encoding="utf-8")
@@ -111,8 +111,8 @@ def test_file(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tested_on_split(tested, best, test_file: Path, journeys: Journeys, workdir: Path) -> Result:
-    return journeys.lmforge(["test", *EVAL, "--data.init_args.test", test_file.name, "--trainer.limit_test_batches",
+def tested_on_split(tested, best, split_file: Path, journeys: Journeys, workdir: Path) -> Result:
+    return journeys.lmforge(["test", *EVAL, "--data.init_args.test", split_file.name, "--trainer.limit_test_batches",
                              "1.0", "--ckpt_path", str(best[0])], workdir)
 
 
@@ -178,6 +178,16 @@ def test_validate_reproduces_the_logged_val_loss(validated: Result, best) -> Non
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=(
+    "TokenThroughput (lmforge/core/observe/throughput.py:78) is Lightning's ThroughputMonitor, which warns during "
+    "validate and test that the module defines no flops_per_batch (lightning/pytorch/callbacks/"
+    "throughput_monitor.py:140), a warning users cannot act on"))
+def test_validate_and_test_print_no_throughput_warning(validated: Result, tested: Result) -> None:
+    for result in (validated, tested):
+        assert "flops_per_batch" not in result.output, result.explain("ThroughputMonitor's flops warning")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
     "TextData.test_dataloader returns the validation loader (lmforge/core/data.py:461-462) and nothing says so: "
     "`lmforge test` without a test split silently scores the validation split, although its help says 'the "
     "test split' (lmforge/core/cli.py:107)"))
@@ -192,12 +202,12 @@ def test_test_without_a_test_split_says_it_scores_the_validation_split(tested: R
     "TextData has no data.test argument (lmforge/core/data.py: the splits are train and val only; "
     "test_dataloader returns the validation loader, data.py:461-462), so `--data.init_args.test FILE` is refused "
     "with exit code 2 (\"Option 'test' is not accepted\")"))
-def test_test_scores_the_given_test_split(tested_on_split: Result, best, test_file: Path, journeys: Journeys,
+def test_test_scores_the_given_test_split(tested_on_split: Result, best, split_file: Path, journeys: Journeys,
                                           workdir: Path) -> None:
     tested_on_split.expect_ok()
     test_loss = console_metric(tested_on_split.output, "test/loss")
     # Reference: the same file scored as the validation split.
-    reference = journeys.lmforge(["validate", *EVAL, "--data.init_args.val", test_file.name,
+    reference = journeys.lmforge(["validate", *EVAL, "--data.init_args.val", split_file.name,
                                   "--trainer.limit_val_batches", "1.0", "--ckpt_path", str(best[0])], workdir)
     assert test_loss == pytest.approx(console_metric(reference.expect_ok().output, "val/loss"), rel=1e-5)
     assert test_loss != pytest.approx(best[1], rel=1e-3), "test/loss equals the validation split's val/loss"
