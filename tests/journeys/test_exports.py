@@ -53,6 +53,7 @@ def test_masked_lm_validate_reproduces_the_val_loss_logged_during_fit(fit_recipe
     best = run.best_ckpt()
     step = int(load_checkpoint(best)["global_step"])
     logged = [v for s, v in metric_values(read_metrics(run.run_dir), "val/loss") if s in (step - 1, step)]
+    assert logged, f"{run.run_dir}/metrics.csv has no val/loss at step {step}"
     result = journeys.lmforge(["validate", "--config", "mlm-pretrain", *short_args("mlm-pretrain"),
                                "--ckpt_path", str(best)], run.workdir).expect_ok()
     assert console_metric(result.output, "val/loss") == pytest.approx(logged[-1], rel=1e-5)
