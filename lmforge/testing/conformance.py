@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmforge.core.hooks import RECIPE_KEYS
+from lmforge.core.hooks import KIND_BY_NAME, RECIPE_KEYS
 from lmforge.core.module import LanguageModel, named_terms
-from lmforge.core.plugins import Objective, Plugin, metadata_problems, objective_task, overrides
+from lmforge.core.plugins import Objective, Plugin, call_hook, metadata_problems, objective_task, overrides
 from lmforge.core.registry import registry
 from lmforge.testing.fixtures import FIXTURES, REQUIRED_ARGUMENTS, Fixture, Workdir, corpus_lines
 
@@ -217,7 +217,7 @@ class _Run:
         if key == "objective":
             return LanguageModel(self.fixture.backbone, plugin)
         objective = registry().get("objective", self.fixture.objective).cls()
-        value = plugin if key == "distiller" else [plugin]
+        value = [plugin] if KIND_BY_NAME[plugin.kind].many else plugin
         return LanguageModel(self.fixture.backbone, objective, **{key: value})
 
     # -- the checks, in order --------------------------------------------------------------------
@@ -311,7 +311,8 @@ class _Run:
             for global_seed, instance in ((SEED, self.build()), (SEED + 1, self.build())):
                 _seed(global_seed)
                 with _checking(f"{self.where}: process_text raised"):
-                    out = instance.process_text({k: list(v) for k, v in examples.items()}, random.Random(SEED))
+                    out = call_hook(instance.process_text, {k: list(v) for k, v in examples.items()},
+                                    random.Random(SEED), split="train")
                 _require(isinstance(out, dict), f"{self.where}: process_text must return a dict of columns, "
                                                 f"got {type(out).__name__}")
                 lost = sorted(set(examples) - set(out))
@@ -325,6 +326,12 @@ class _Run:
                 outputs.append(out)
             _require(outputs[0] == outputs[1], f"{self.where}: process_text is not deterministic: two runs with "
                                                "the same rng differ; draw randomness only from the rng it is given")
+            if overrides(plugin, "data_report"):
+                with _checking(f"{self.where}: data_report raised"):
+                    report = instance.data_report()
+                _require(report is None or (isinstance(report, dict) and all(
+                    isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v) for k, v in report.items())),
+                    f"{self.where}: data_report must return None or finite numbers by name, got {report!r}")
             self.passed("process_text")
         if overrides(plugin, "sample_weights"):
             import datasets

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from lmforge.core.hooks import KIND_BY_NAME
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Plugin, StepContext, overrides, wants_hidden_states
 from lmforge.core.registry import registry
@@ -25,7 +26,7 @@ def tiny_model(plugin: Plugin, task: str = "causal_lm", kit: Kit | None = None) 
         model = LanguageModel(fixture.backbone, plugin)
     else:
         objective = registry().get("objective", fixture.objective).cls()
-        model = LanguageModel(fixture.backbone, objective, **{key: plugin if key == "distiller" else [plugin]})
+        model = LanguageModel(fixture.backbone, objective, **{key: [plugin] if KIND_BY_NAME[plugin.kind].many else plugin})
     model.tokenizer = kit.workdir.tokenizer(fixture)
     torch.manual_seed(0)
     model.configure_model()
