@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Trainer
+from tiny import TINY_BERT, TINY_GPT2
 
 from lmforge.core.backbone import Backbone
 from lmforge.core.module import LanguageModel
@@ -22,8 +23,7 @@ from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.objectives.masked_lm import MaskedLM
 
 B, T, V = 3, 6, 13
-STUDENT = Backbone("gpt2", {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64,
-                            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
+STUDENT = Backbone("gpt2", {**TINY_GPT2.config, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
 
 
 def reference_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor,
@@ -159,8 +159,7 @@ def test_vocabulary_mismatch_is_refused_naming_both_sizes(make_teacher, tokenize
 
 
 def test_a_teacher_of_another_objective_is_refused(make_teacher, tokenizer_dirs, build, tmp_path) -> None:
-    bert = Backbone("bert", {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                             "intermediate_size": 64, "max_position_embeddings": 64})
+    bert = TINY_BERT
     trainer = Trainer(accelerator="cpu", logger=False, max_steps=0)
     mlm = build(LanguageModel(bert, MaskedLM()), tokenizer_dirs["wordpiece"])
     trainer.strategy.connect(mlm)
