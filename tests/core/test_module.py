@@ -15,7 +15,7 @@ import torch
 from host_plugins import NanAfter
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
-from tiny import TINY_BERT, TINY_GPT2, text_data
+from tiny import TINY_BERT, TINY_GPT2, text_data, write_corpus
 from torch import nn
 
 from lmforge.core.data.text import TextData
@@ -194,18 +194,33 @@ def test_weight_decay_skips_one_dimensional_parameters(corpus, tmp_path):
 
 
 def test_text_stage_rng_is_seeded_per_batch(corpus, tmp_path):
-    seen = []
+    """``process_text``'s rng: the same for a batch on every run whatever the global random state, different
+    for each batch of a run (not one stream, nor one seed, for all), and different under another data seed."""
 
-    class Sample(Augmenter):
-        def process_text(self, examples, rng: random.Random):
-            seen.append(rng.random())
-            return examples
+    def draws(run: str, seed: int, global_seed: int) -> list[tuple[str, float]]:
+        seen: list[tuple[str, float]] = []
 
-    for run in range(2):
-        data = text_data(corpus, tmp_path / str(run) / "cache")
-        fit(LanguageModel(TINY_GPT2, CausalLM(), augmenters=[Sample()]), data, tmp_path / str(run), steps=1)
-    half = len(seen) // 2
-    assert half > 0 and seen[:half] == seen[half:]
+        class Sample(Augmenter):
+            def process_text(self, examples, rng: random.Random):
+                seen.append((examples["text"][0], rng.random()))  # which batch (its first text), its first draw
+                return examples
+
+        random.seed(global_seed)
+        torch.manual_seed(global_seed)
+        data = text_data(big, tmp_path / run / "cache", seed=seed)
+        fit(LanguageModel(TINY_GPT2, CausalLM(), augmenters=[Sample()]), data, tmp_path / run, steps=1)
+        return seen
+
+    # 2,500 documents: three map batches of the text stage (1,000 rows each)
+    big = {"train": write_corpus(tmp_path / "big.txt", 2500, seed=3), "val": corpus["val"]}
+    first = draws("a", seed=0, global_seed=1)
+    assert len(first) == 3
+    assert draws("b", seed=0, global_seed=2) == first  # the run's seed decides, not the global random state
+    values = [value for _, value in first]
+    assert len(set(values)) == len(values)  # each batch its own rng
+    other = draws("c", seed=1, global_seed=1)
+    assert [text for text, _ in other] == [text for text, _ in first]  # the same batches ...
+    assert all(a != b for (_, a), (_, b) in zip(other, first))  # ... other draws under another seed
 
 
 def test_validating_a_checkpoint_uses_its_tokenizer_not_a_retrained_one(corpus, tmp_path):

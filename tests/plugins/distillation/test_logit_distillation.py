@@ -61,10 +61,17 @@ def test_kl_term_matches_kl_div_with_t_squared_and_padding(logits, temperature: 
     assert logit_distillation_loss(noisy, teacher, temperature, mask, reverse=reverse).item() == pytest.approx(loss.item())
 
 
-def test_reverse_kl_differs_from_forward(logits) -> None:
+def test_reverse_is_the_kl_the_other_way_round_and_only_the_student_gets_gradients(logits) -> None:
     student, teacher = logits
-    forward = logit_distillation_loss(student, teacher, 2.0)
-    assert logit_distillation_loss(student, teacher, 2.0, reverse=True).item() != pytest.approx(forward.item())
+    reverse = logit_distillation_loss(student, teacher, 2.0, reverse=True)
+    # KL(student || teacher) is the forward KL with the two swapped; on these logits the two directions differ.
+    assert reverse.item() == pytest.approx(logit_distillation_loss(teacher, student, 2.0).item(), rel=1e-5)
+    assert abs(reverse.item() - logit_distillation_loss(student, teacher, 2.0).item()) > 0.01 * reverse.item()
+    for direction in (False, True):
+        s, t = student.clone().requires_grad_(True), teacher.clone().requires_grad_(True)
+        logit_distillation_loss(s, t, 2.0, reverse=direction).backward()
+        assert t.grad is None, direction  # the teacher is a target, in both directions
+        assert s.grad is not None and bool(s.grad.abs().sum() > 0), direction
 
 
 def test_identical_logits_give_zero_and_no_positions_give_a_zero_with_a_graph(logits) -> None:
