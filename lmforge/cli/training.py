@@ -34,6 +34,7 @@ from lmforge.core.registry import registry, unknown_plugin_message
 from lmforge.runtime import run_paths
 from lmforge.runtime.allocator import tune_malloc
 from lmforge.runtime.checkpoint_io import AtomicCheckpointIO
+from lmforge.runtime.observe.progress import progress_bar_for
 from lmforge.runtime.observe.run_config import RunConfig
 from lmforge.runtime.observe.wandb import finish_wandb, prepare_loggers
 from lmforge.runtime.preemption import SaveOnPreemption
@@ -152,6 +153,8 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
             # Checkpoints are written atomically, and a full disk is explained (lmforge.runtime.checkpoint_io).
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the recipe chose
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            # The bar reads the loss on the host at logging steps only (lmforge.runtime.observe.progress).
+            progress_bar_for(trainer, (self._get(self.config_init, "trainer", default={}) or {}).get("callbacks") or [])
             return trainer
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

@@ -199,7 +199,24 @@ def build_backbone(spec: Backbone, auto_model: str, config: PretrainedConfig) ->
     if spec.checkpoint is not None:
         _log_report(load_base_weights(model, spec.checkpoint), spec.checkpoint)
     freeze(model, spec.freeze_embeddings, spec.freeze_layers)
+    skip_padding_check(model)
     return model
+
+
+def skip_padding_check(model: nn.Module) -> None:
+    """Turn off transformers' per-forward look for padding in ``input_ids`` when no attention mask is given.
+
+    It reads the ids on the host (``pad_token_id in input_ids[:, [-1, 0]]``) at every forward pass, so a GPU step
+    waits for the device; lmforge passes an attention mask wherever it pads, and packed causal-LM blocks have no
+    padding (documents are separated by EOS, which may share the pad token's id and trip the warning).
+    """
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            module.warn_if_padding_and_no_attention_mask = _no_padding_check
+
+
+def _no_padding_check(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 # -- a student built from a teacher's layers (init_from) -----------------------------------------

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import instantiate_class
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
@@ -34,6 +36,7 @@ from transformers import PreTrainedTokenizerBase
 from lmforge.core.backbone import Backbone, build_backbone, build_config, max_positions, position_limit
 from lmforge.core.checkpoint import CKPT_KEY
 from lmforge.core.hooks import KINDS, RECIPE_KEYS
+from lmforge.core.nonfinite import NonFiniteGuard, can_skip_on_device
 from lmforge.core.plugin_checks import check_plugins, hook_guard, run_order
 from lmforge.core.plugins import (
     Augmenter,
@@ -60,7 +63,8 @@ from lmforge.core.sharding import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-4}}
+#: Fused: a step that can be skipped on the device (`lmforge.core.nonfinite`), and no slower on CPU.
+DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-4, "fused": True}}
 
 
 class LanguageModel(LightningModule):
@@ -81,9 +85,13 @@ class LanguageModel(LightningModule):
         no_weight_decay_1d: Exempt biases and norm weights (1-D parameters)
             from the optimizer's weight decay, as nanoGPT and the HF Trainer do.
         compile: Compile the backbone with ``torch.compile``.
-        on_nonfinite_loss: When the loss is NaN or infinite: ``stop`` (raise, naming the loss terms and the
-            step, before the optimizer step) or ``skip`` the batch.
-        max_nonfinite_skips: With ``skip``, stop after this many skipped batches.
+        on_nonfinite_loss: When the loss is NaN or infinite: ``stop`` (raise, naming the loss terms, their
+            plugins and the step) or ``skip`` the batch. The update of that step never happens. With an
+            optimizer that can skip a step on the device (torch's fused AdamW, the default), the check is read
+            at the next logging step, checkpoint or the end of fit, and ``stop`` skips every update until then;
+            with any other optimizer, the loss is read on the host every step.
+        max_nonfinite_skips: With ``skip``, stop after this many skipped batches (counted where the check is
+            read).
         backbone_lr_scale: Learning rate of the backbone's base model (the
             pretrained encoder or decoder, ``backbone.base_model``) as a share
             of the optimizer's; the rest (a new classification head, plugin
@@ -131,6 +139,9 @@ class LanguageModel(LightningModule):
         self.on_nonfinite_loss = on_nonfinite_loss
         self.max_nonfinite_skips = max_nonfinite_skips
         self.nonfinite_skipped = 0
+        #: Set at the start of fit when every optimizer can skip a step on the device; else the per-step check.
+        self._nonfinite_guard: NonFiniteGuard | None = None
+        self._nonfinite_last = False  # the latest check found this step's loss non-finite
         self.backbone_lr_scale = backbone_lr_scale
         self.backbone: nn.Module | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
@@ -301,13 +312,21 @@ class LanguageModel(LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         step = self.step_terms(batch, self._generator())
         terms, result = step.terms, step.result
-        total = torch.stack(list(terms.values())).sum()
-        # One host sync per step (free on CPU; the progress bar syncs the loss anyway) buys detection at the
-        # step it happens, before the optimizer writes NaN into the weights.
-        if not bool(torch.isfinite(total)):
-            return self._skip_or_stop(terms)
+        values = torch.stack(list(terms.values()))
+        total = values.sum()
+        if self._nonfinite_guard is None:
+            # The optimizer cannot skip an update on the device: one host read per step buys detection at the
+            # step it happens, before the optimizer writes NaN into the weights.
+            if not bool(torch.isfinite(total)):
+                return self._skip_or_stop(self.global_step, {k: float(v.detach()) for k, v in terms.items()})
+        else:  # recorded on the device; read at logging steps, before a checkpoint, at the end of fit
+            self._nonfinite_guard.record(self.global_step, terms, values, total)
+            if self._logging_step():
+                self._check_nonfinite()
         batch_size = step.batch["input_ids"].shape[0]
-        self.log("loss/total", total, prog_bar=True, batch_size=batch_size)
+        # Not on the progress bar through self.log: Lightning would read it on the host every step
+        # (lmforge.runtime.observe.progress shows it at logging steps).
+        self.log("loss/total", total, batch_size=batch_size)
         self.log_dict({f"loss/{k}": v for k, v in terms.items()}, batch_size=batch_size)
         if step.metrics:
             self.log_dict({f"metric/{k}": v.detach() for k, v in step.metrics.items()}, batch_size=batch_size)
@@ -318,15 +337,57 @@ class LanguageModel(LightningModule):
             self.log(f"metric/{name}", value, batch_size=batch_size)
         return total
 
-    def _skip_or_stop(self, terms: dict[str, Tensor]) -> None:
-        """Skip the batch (returning None skips backward and the optimizer step) or stop the run."""
+    def _logging_step(self) -> bool:
+        """Whether this training step's values reach the loggers (they are read on the host then anyway)."""
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 0
+        return every > 0 and (self.trainer.global_step + 1) % every == 0
+
+    def on_train_start(self) -> None:
+        optimizers = self.trainer.optimizers
+        if optimizers and all(can_skip_on_device(o) for o in optimizers):
+            self._nonfinite_guard = NonFiniteGuard()
+        else:
+            self._nonfinite_guard = None
+            names = ", ".join(sorted({type(o).__name__ for o in optimizers})) or "none"
+            log.info("The optimizer (%s) cannot skip a step on the device (torch's fused Adam/AdamW/SGD/Adagrad "
+                     "can: optimizer.init_args.fused: true), so the non-finite loss check reads the loss on the "
+                     "host every step.", names)
+        self._log_data_reports()
+
+    def on_train_end(self) -> None:
+        self._check_nonfinite()
+
+    def _check_nonfinite(self) -> None:
+        """Read the device-side record of non-finite losses (one host read), then skip or stop.
+
+        Every rank calls it at the same points (logging steps, checkpoints, the end of fit), and the ranks decide
+        together, so that none is left waiting in a collective.
+        """
+        if self._nonfinite_guard is None:
+            return
+        found = self._nonfinite_guard.read()
+        self._nonfinite_last = found is not None and found.last
+        anywhere = found is not None
+        if self._trainer is not None and self.trainer.world_size > 1:
+            anywhere = self.trainer.strategy.reduce_boolean_decision(anywhere, all=False)
+        if found is not None:
+            self._skip_or_stop(found.step, found.terms, found.count)
+        elif anywhere and self.on_nonfinite_loss == "stop":
+            raise NonFiniteLossError(f"step {self.global_step}: the loss went non-finite on another rank; stopping.")
+
+    def _skip_or_stop(self, step: int, terms: dict[str, float], count: int = 1) -> None:
+        """Skip the batch (returning None skips backward and the optimizer step) or stop the run.
+
+        ``terms``: each term's value at ``step``, the first of ``count`` steps whose loss was not finite.
+        """
         owners = {p.name: p for p in [self.objective, *self.plugins()]}  # term "r_drop" or "name/key" -> plugin
-        bad = ", ".join(f"loss/{k} = {float(v.detach())} from {describe(owners[k.split('/')[0]])}"
-                        for k, v in terms.items() if not bool(torch.isfinite(v)))
-        where = f"step {self.global_step}: the loss went non-finite ({bad})"
-        self.nonfinite_skipped += 1
+        bad = ", ".join(f"loss/{k} = {v} from {describe(owners[k.split('/')[0]])}"
+                        for k, v in terms.items() if not math.isfinite(v))
+        where = f"step {step}: the loss went non-finite ({bad})"
+        more = f" and {count - 1} more by step {self.global_step}" if count > 1 else ""
+        self.nonfinite_skipped += count
         if self.on_nonfinite_loss == "skip" and self.nonfinite_skipped <= self.max_nonfinite_skips:
-            log.warning("%s; skipping this batch (%d of at most %d).", where, self.nonfinite_skipped,
+            log.warning("%s; skipping this batch%s (%d of at most %d).", where, more, self.nonfinite_skipped,
                         self.max_nonfinite_skips)
             return None
         limit = f" after skipping {self.max_nonfinite_skips} batches" if self.on_nonfinite_loss == "skip" else ""
@@ -354,7 +415,7 @@ class LanguageModel(LightningModule):
         if len(self.epoch_metrics):
             self.objective.update_epoch_metrics(dict(self.epoch_metrics.items()), outputs, batch)
 
-    def on_train_start(self) -> None:
+    def _log_data_reports(self) -> None:
         # What the data-stage plugins reported (redactions by type, documents dropped), with the metrics.
         reports = getattr(self._datamodule(), "data_reports", None) or {}
         figures = {f"data/{split}/{plugin}/{name}": value for split, by_plugin in reports.items()
@@ -383,13 +444,38 @@ class LanguageModel(LightningModule):
     # -- optimization ----------------------------------------------------------------------------
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Only on logging steps: the norm reads every gradient, and only the logged values are ever seen.
-        every = self.trainer.log_every_n_steps
-        if every <= 0 or (self.trainer.global_step + 1) % every != 0:
+        if self._nonfinite_guard is not None:
+            self._set_found_inf(getattr(optimizer, "optimizer", optimizer))
+        # Only on logging steps: the norm reads every gradient, and only the logged values are ever seen; not
+        # after a non-finite loss (its gradients are NaN, and the update is skipped).
+        if not self._logging_step() or self._nonfinite_last:
             return
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if grads:
             self.log("metric/grad_norm", gradient_norm(grads))
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        precision = self.trainer.precision_plugin
+        if gradient_clip_val and can_skip_on_device(optimizer) and getattr(precision, "scaler", True) is None:
+            # Lightning refuses to clip for an optimizer that unscales inside its step (the fused ones) under
+            # mixed precision; that matters only with a GradScaler (16-mixed), and bf16-mixed has none.
+            Precision.clip_gradients(precision, optimizer, gradient_clip_val,
+                                     GradClipAlgorithmType(gradient_clip_algorithm or "norm"))
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def _set_found_inf(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make the fused optimizer skip this update on the device when a loss since the last one was not finite
+        (with ``stop``: every update after it, until the check stops the run)."""
+        flag = self._nonfinite_guard.found_inf(sticky=self.on_nonfinite_loss == "stop")
+        if flag is None:
+            optimizer.__dict__.pop("found_inf", None)
+            return
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # the ranks' gradients are averaged: all skip together
+        optimizer.found_inf = flag
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Parameters for the optimizer; 1-D ones (biases, norms) get no weight decay.
@@ -439,6 +525,7 @@ class LanguageModel(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Called on every rank (only rank 0 writes): the collectives below see all ranks.
+        self._check_nonfinite()  # a run that must stop writes no checkpoint after the non-finite loss
         self._refuse_nonfinite_weights(checkpoint["state_dict"])
         backbone = getattr(self.backbone, "_orig_mod", self.backbone)
         checkpoint[CKPT_KEY] = {

@@ -120,4 +120,6 @@ class TokenThroughput(ThroughputMonitor):
         # All devices together when there are several, else the one device's rate.
         tokens_per_sec = metrics.get(f"train{sep}items_per_sec", metrics.get(f"train{sep}device{sep}items_per_sec"))
         if self.prog_bar and tokens_per_sec is not None:
-            trainer.lightning_module.log(PROGRESS_BAR_KEY, round(tokens_per_sec), prog_bar=True, logger=False)
+            # Not prog_bar=True (Lightning would read it on the host every batch): the bars of
+            # lmforge.runtime.observe.progress show it from callback_metrics at logging steps.
+            trainer.lightning_module.log(PROGRESS_BAR_KEY, round(tokens_per_sec), logger=False)
