@@ -16,6 +16,7 @@ the attention and MLP work per token, are GPT-2 small's.
 
     python benchmarks/gpu_gpt2_125m.py --rounds 3 --out gpu.json          # ~10 min on an H100/H200
     python benchmarks/gpu_gpt2_125m.py --dry-run                         # a CPU smoke test of the script
+    python benchmarks/gpu_gpt2_125m.py --dry-run --rounds 5 --steps 30 --warmup 5   # the step overhead on CPU
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ LR, WEIGHT_DECAY, WARMUP, CLIP = 6e-4, 0.1, 10, 1.0
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=20, help="steps left out (compilation happens here)")
+    parser.add_argument("--rounds", type=int, default=None, help="alternation rounds (default 3; 1 with --dry-run)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default 60; 6 with --dry-run)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="steps left out; compilation happens here (default 20; 2 with --dry-run)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--block-size", type=int, default=1024)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak")
     parser.add_argument("--compile", default="off,on", help="comma-separated: off, on")
+    parser.add_argument("--runners", default="plain,lmforge,hf", help="comma-separated subset of plain,lmforge,hf")
     parser.add_argument("--out", default="gpu.json")
     parser.add_argument("--dry-run", action="store_true", help="a tiny model on the CPU in fp32: checks the script")
     parser.add_argument("--worker", choices=["plain", "hf"], help=argparse.SUPPRESS)
@@ -56,8 +59,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    defaults = (6, 2, 1) if args.dry_run else (60, 20, 3)
+    args.steps, args.warmup, args.rounds = (given if given is not None else default for given, default
+                                            in zip((args.steps, args.warmup, args.rounds), defaults))
     if args.dry_run:
-        args.steps, args.warmup, args.rounds, args.block_size, args.batch_size = 6, 2, 1, 64, 2
+        args.block_size, args.batch_size = 64, 2
         args.compile = "off"
     return args
 
@@ -86,7 +92,7 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Any, Any]:
 
 
 def worker_plain(args: argparse.Namespace, work: Path) -> None:
-    """The careful hand-written loop: bf16 autocast, fused AdamW, optional torch.compile."""
+    """The careful hand-written loop: bf16 autocast, fused AdamW (on the CPU too), optional torch.compile."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -99,7 +105,7 @@ def worker_plain(args: argparse.Namespace, work: Path) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2]},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=LR, weight_decay=WEIGHT_DECAY, fused=device == "cuda")
+    opt = torch.optim.AdamW(groups, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)
     sched = WarmupCosineLR(opt, warmup_steps=WARMUP, total_steps=args.steps)
     forward = torch.compile(model) if args.compiled else model
     loader = DataLoader(blocks, batch_size=args.batch_size, shuffle=True, drop_last=True, pin_memory=device == "cuda",
@@ -170,7 +176,7 @@ def lmforge_recipe(work: Path, args: argparse.Namespace, compiled: bool) -> Path
     r["model"]["backbone"]["attn_implementation"] = "sdpa"
     r["model"]["compile"] = compiled
     r["optimizer"] = {"class_path": "torch.optim.AdamW",
-                      "init_args": {"lr": LR, "weight_decay": WEIGHT_DECAY, "fused": not args.dry_run}}
+                      "init_args": {"lr": LR, "weight_decay": WEIGHT_DECAY, "fused": True}}
     r["lr_scheduler"] = {"class_path": "lmforge.core.schedules.WarmupCosineLR", "init_args": {"warmup_steps": WARMUP}}
     r["trainer"].update(accelerator="cpu" if args.dry_run else "gpu", devices=1,
                         precision="32-true" if args.dry_run else "bf16-mixed")
@@ -213,6 +219,7 @@ def main() -> None:
             runners = {"plain": me + ["--worker", "plain"],
                        "lmforge": perf.LMFORGE + ["fit", "--config", str(lmforge_recipe(work, args, compiled))],
                        "hf": me + ["--worker", "hf"]}
+            runners = {k: v for k, v in runners.items() if k in args.runners.split(",")}
             rounds = []
             for rnd in range(args.rounds):
                 row = {}
@@ -239,6 +246,8 @@ def report(results: dict[str, Any], args: argparse.Namespace, n_params: int) -> 
             mfu = "-" if args.dry_run else f"{100 * tps * fpt / (args.peak_tflops * 1e12):.1f}%"
             print(f"  {mode:<8} {name:<8} {tps:10.0f} {mfu:>7}")
         for a, b in (("lmforge", "plain"), ("lmforge", "hf")):
+            if a not in rounds[0] or b not in rounds[0]:
+                continue
             ratio = perf.summary([r[a]["tokens_per_s"] / r[b]["tokens_per_s"] for r in rounds])
             print(f"  {mode:<8} {a}/{b}: {ratio['median']:.3f} [{ratio['min']:.3f}, {ratio['max']:.3f}]")
 
