@@ -3,7 +3,7 @@
 Training throughput, for a small GPT-2 (2 layers x 128, causal LM, the quickstart model) and a small
 BERT (2 layers x 128, masked LM, 15 % masked freshly each step) built from configs: the bundled corpus,
 tokenized once by lmforge's TextData (BPE 4k for GPT-2, WordPiece 4k for BERT) and packed into
-blocks of 128 tokens, batches of 16, AdamW (lr 2e-3, weight decay 0.1 on matrices, none on 1-D
+blocks of 128 tokens, batches of 16, AdamW (fused as in the recipes, but not the HF runner; lr 2e-3, weight decay 0.1 on matrices, none on 1-D
 parameters), warmup-cosine schedule, gradient clipping at 1.0. Each runner trains in its own fresh
 process, and the runners alternate round by round:
 
@@ -31,6 +31,7 @@ for block sizes 64..512. Distillation step vs plain student step: benchmarks/dis
 
     python benchmarks/perf.py --rounds 5 --out bench.json        # ~20 min on 2 CPU cores (~15 s a run)
     python benchmarks/perf.py --rounds 3 --steps 30 --scaling     # plus the scaling section
+    python benchmarks/perf.py --only overhead --rounds 5 --steps 30 --warmup 5   # the fixed cost around a tiny step
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--models", default="gpt2,bert", help="comma-separated: gpt2 (causal LM), bert (masked LM)")
     parser.add_argument("--model", default="gpt2", choices=list(MODELS), help=argparse.SUPPRESS)  # a worker's
     parser.add_argument("--scaling", action="store_true", help="also run the model-size/block-size scaling")
-    parser.add_argument("--only", default="", help="comma-separated sections: throughput,startup,data,scaling")
+    parser.add_argument("--only", default="", help="comma-separated sections: throughput,startup,data,scaling,overhead")
     parser.add_argument("--runners", default="", help="comma-separated subset of the throughput runners "
                         "(plain,plain-tuned,lmforge,lmforge-bare,hf,lmforge+plugins); ratios need both sides")
     parser.add_argument("--out", default="bench.json", help="JSON results")
@@ -126,7 +127,8 @@ def recipe(work: Path, args: argparse.Namespace, name: str, bare: bool, plugins:
     r["model"]["backbone"]["config"] = {**(model or spec["config"]), spec["positions"]: block}
     r["data"]["init_args"].update(block_size=block, batch_size=args.batch_size, cache_dir=str(work / "cache"),
                                   seed=0, tokenizer={"path": str(work / arch / "tokenizer")})
-    r["optimizer"] = {"class_path": "torch.optim.AdamW", "init_args": {"lr": LR, "weight_decay": WEIGHT_DECAY}}
+    r["optimizer"] = {"class_path": "torch.optim.AdamW",
+                      "init_args": {"lr": LR, "weight_decay": WEIGHT_DECAY, "fused": True}}  # as the recipes
     r["lr_scheduler"] = {"class_path": "lmforge.core.schedules.WarmupCosineLR", "init_args": {"warmup_steps": WARMUP}}
     t = r["trainer"]
     t["max_steps"] = args.steps
@@ -227,7 +229,7 @@ def worker_plain(args: argparse.Namespace, work: Path) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2]},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=LR, weight_decay=WEIGHT_DECAY)
+    opt = torch.optim.AdamW(groups, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)
     sched = WarmupCosineLR(opt, warmup_steps=WARMUP, total_steps=max(args.steps, WARMUP + 1))
     loader = DataLoader(blocks, batch_size=args.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(0))
@@ -433,6 +435,17 @@ def scaling(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def overhead(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The fixed cost around the step: benchmarks/gpu_gpt2_125m.py --dry-run (GPT-2 2x64, batches of 2 x 64
+    tokens on the CPU, fused AdamW in both runners), lmforge against the plain loop, alternating rounds."""
+    out = work / "overhead.json"
+    cmd = [sys.executable, str(HERE / "gpu_gpt2_125m.py"), "--dry-run", "--runners", "plain,lmforge", "--rounds",
+           str(args.rounds), "--steps", str(args.steps), "--warmup", str(args.warmup), "--out", str(out)]
+    subprocess.run(cmd, env=ENV, cwd=work, check=True, stdout=subprocess.DEVNULL)
+    rounds = json.loads(out.read_text())["rounds"]["off"]
+    return {"lmforge/plain": summary([r["lmforge"]["tokens_per_s"] / r["plain"]["tokens_per_s"] for r in rounds])}
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
@@ -460,6 +473,10 @@ def report(results: dict[str, Any]) -> None:
         print("\nTokenize + pack the bundled train split:")
         for k, v in results["data"].items():
             print(f"  {k:<9} {v['s']:.2f} s  {v['MB_per_s']:.2f} MB/s  {v['tokens_per_s']:.0f} tokens/s")
+    if "overhead" in results:
+        v = results["overhead"]["lmforge/plain"]
+        print(f"\nStep overhead (GPT-2 2x64, 2 x 64 tokens a step): lmforge/plain {v['median']:.3f} "
+              f"[{v['min']:.3f}, {v['max']:.3f}]")
     if "scaling" in results:
         print("\nScaling (lmforge bare):")
         print(f"  {'width':>5} {'depth':>5} {'block':>5} {'tokens/s':>9} {'peak RSS MB':>11}")
@@ -488,7 +505,7 @@ def main() -> None:
         meta = {arch: prepare(work, args, arch) for arch in sorted(models)}
         results: dict[str, Any] = {"machine": machine(), "args": vars(args), "data_meta": meta}
         for name, fn in (("startup", startup), ("data", data_section), ("throughput", throughput),
-                         ("scaling", scaling)):
+                         ("scaling", scaling), ("overhead", overhead)):
             if name in sections:
                 print(f"[{name}]", flush=True)
                 results[name] = fn(work, args)
