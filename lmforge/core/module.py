@@ -170,6 +170,10 @@ class LanguageModel(LightningModule):
         self.objective.build_backbone_config(config)
         self._check_block_size(self._datamodule(), max_positions(config))
         self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
+        # from_pretrained returns a model in eval mode, and Lightning keeps each module's mode when fitting
+        # starts: without this a pretrained backbone would train with its dropout off. Evaluation loops still
+        # switch to eval mode themselves; a frozen teacher (set up below) stays in eval mode.
+        self.backbone.train()
         for plugin in [self.objective, *self.plugins()]:
             with hook_guard(plugin, "setup"):
                 plugin.setup(self)

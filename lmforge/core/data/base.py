@@ -145,11 +145,17 @@ class BaseTextData(LightningDataModule):
             self.save_with_run(run_dir)
 
     def _run_dir(self, stage: str | None) -> Path | None:
-        """The run directory on the rank that writes it (global zero, fitting, with a logger)."""
+        """The run directory on the rank that writes it (global zero, fitting, with a logger).
+
+        ``Trainer.log_dir`` is a collective (it broadcasts rank 0's directory), so every rank reads it and
+        only rank 0 keeps it: read on rank 0 alone, it pairs with the next collective of the other ranks
+        and a distributed run hangs.
+        """
         trainer = self.trainer
-        if stage == "fit" and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
-            return Path(trainer.log_dir)
-        return None
+        if stage != "fit" or trainer is None or trainer.logger is None:
+            return None
+        log_dir = trainer.log_dir  # every rank: a collective
+        return Path(log_dir) if trainer.is_global_zero and log_dir is not None else None
 
     def save_with_run(self, run_dir: Path) -> None:
         """Write what the run keeps besides its checkpoints (the tokenizer)."""
