@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lmforge.core.data.base import BaseTextData, fingerprint
 from lmforge.core.data.files import documents_dataset, resolve_files
-from lmforge.core.data.tokenizer import TokenizerSpec, encode_long
+from lmforge.core.data.tokenizer import TokenizerSpec, document_separator, encode_long
 from lmforge.core.plugins import Augmenter, overrides
 
 if TYPE_CHECKING:
@@ -279,7 +279,7 @@ class TextData(BaseTextData):
         tokens = docs.map(
             _Tokenize(tokenizer, self.max_document_chars), batched=True, remove_columns=docs.column_names,
             new_fingerprint=fingerprint(docs._fingerprint, tokenizer.backend_tokenizer.to_str(), "tokenize",
-                                         self.max_document_chars),
+                                         self.max_document_chars, document_separator(tokenizer)),
             desc=f"Tokenizing ({split})",
         )
         column = tokens.data.column("input_ids")
@@ -302,11 +302,13 @@ class TextData(BaseTextData):
 
 class _Tokenize:
     """Batched tokenization (a class, not a closure, so ``datasets`` can pickle it); documents longer
-    than ``max_chars`` go through `encode_long`."""
+    than ``max_chars`` go through `encode_long`. Each document ends with `document_separator` (the
+    end-of-text token, for a tokenizer that does not frame documents itself)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_chars: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.max_chars = max_chars
+        self.separator = document_separator(tokenizer)
 
     def __call__(self, examples: dict[str, list]) -> dict[str, list]:
         texts = examples["text"]
@@ -318,6 +320,9 @@ class _Tokenize:
         ids = self.tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)["input_ids"]
         for i in long:
             ids[i] = encode_long(self.tokenizer, examples["text"][i], self.max_chars)
+        if self.separator:
+            ids = [np.append(row, self.separator) if isinstance(row, np.ndarray) else [*row, *self.separator]
+                   for row in ids]
         return {"input_ids": ids}
 
 
