@@ -211,12 +211,24 @@ class BaseTextData(LightningDataModule):
         """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
 
         The run's record (`lmforge.runtime.observe.RunConfig`) fingerprints them. Subclasses set
-        ``train_files`` and ``val_files``.
+        ``train_files``, ``val_files`` and ``test_files``.
         """
         files = {"data.train": resolve_files(self.train_files, "data.train")}
         if self.val_files is not None:
             files["data.val"] = resolve_files(self.val_files, "data.val")
+        if getattr(self, "test_files", None) is not None:
+            files["data.test"] = resolve_files(self.test_files, "data.test")
         return files
+
+    def check_files(self) -> None:
+        """Every split's files exist (globs match): a missing file is named with its key before anything runs."""
+        self.data_files()
+
+    def reads_test_split(self) -> bool:
+        """Whether this run reads ``data.test``: it is given, and the trainer tests (or there is no trainer)."""
+        if getattr(self, "test_files", None) is None:
+            return False
+        return self.trainer is None or self.trainer.state.fn == "test"
 
     def _given_tokenizer(self) -> PreTrainedTokenizerBase | None:
         """The tokenizer that needs no training: ``tokenizer.path``'s, or the checkpoint's when validating,
