@@ -44,7 +44,7 @@ from lmforge.core.registry import registry, unknown_plugin_message
 from lmforge.runtime import run_dirs, run_paths
 from lmforge.runtime.allocator import tune_malloc
 from lmforge.runtime.checkpoint_io import AtomicCheckpointIO
-from lmforge.runtime.console import progress_bar, quiet_third_party_noise
+from lmforge.runtime.console import progress_bar, quiet_resume_noise, quiet_third_party_noise
 from lmforge.runtime.observe.run_config import RunConfig
 from lmforge.runtime.observe.summary import RunSummary, print_summary
 from lmforge.runtime.observe.wandb import finish_wandb, prepare_loggers
@@ -197,6 +197,7 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
                 return
             # The checkpoint is read again, with the W&B run id, now that ckpt_path names it.
             prepare_loggers(config, self.subcommand)
+            quiet_resume_noise()
             self._resumed_step = resumed.step
             at = f" at step {resumed.step}" if resumed.step is not None else ""
             say(f"resuming {resumed.checkpoint}{at}; the run continues in {resumed.run_dir}")

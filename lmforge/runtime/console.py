@@ -1,8 +1,10 @@
 """What a training command shows on the console: no third-party noise, and a progress bar that reads right.
 
 `quiet_third_party_noise` drops messages that users cannot act on: Lightning's litlogger advertisement, known
-deprecation warnings raised inside Lightning and torch (not by the user's code) and FSDP2's note about view
-outputs of wrapped modules. Every other warning is kept. `progress_bar` is Lightning's default progress bar
+deprecation warnings raised inside Lightning and torch (not by the user's code), FSDP2's note about view
+outputs of wrapped modules, and Lightning's warnings that do not hold for lmforge (its DataModules resume
+mid-epoch; a resumed run writes into its own checkpoint directory; an evaluation logs beside the checkpoint's
+run). Every other warning is kept. `progress_bar` is Lightning's default progress bar
 (Rich when installed, else tqdm) without the logger's version number (``v_num``), and, when the run trains by
 steps (``max_epochs`` unset), without an epoch count of ``-2`` ("Epoch 3/-2").
 """
@@ -25,6 +27,14 @@ NOISE_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree helper on torch >= 2.10
     r"FSDP2-wrapped module \(\w+\) returned a view tensor",  # fully_shard on HF models that return views
 )
+#: Warnings that are wrong for lmforge's DataModules, which resume mid-epoch themselves (their ``state_dict``).
+DATA_NOISE_WARNINGS = (
+    r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable",
+)
+#: Warnings that are noise when a run continues in its own directory (``fit --ckpt_path last``).
+RESUME_NOISE_WARNINGS = (
+    r"Checkpoint directory .* exists and is not empty",
+)
 #: Warnings that are noise when a command only evaluates (validate, test) a checkpoint.
 EVALUATION_NOISE_WARNINGS = (
     r"The dirpath has changed from",  # ModelCheckpoint, when the evaluation logs beside the checkpoint's run
@@ -44,7 +54,7 @@ class _DropMessages(logging.Filter):
 
 def quiet_third_party_noise(subcommand: str | None = None) -> None:
     """Install the filters (warnings and Lightning's log handlers) for this process."""
-    for pattern in NOISE_WARNINGS:
+    for pattern in (*NOISE_WARNINGS, *DATA_NOISE_WARNINGS):
         warnings.filterwarnings("ignore", message=pattern)
     if subcommand in ("validate", "test"):
         for pattern in EVALUATION_NOISE_WARNINGS:
@@ -55,6 +65,12 @@ def quiet_third_party_noise(subcommand: str | None = None) -> None:
         for target in [logger, *logger.handlers]:
             if not any(isinstance(f, _DropMessages) for f in target.filters):
                 target.addFilter(noise)
+
+
+def quiet_resume_noise() -> None:
+    """Filters for a run that continues in its own run directory."""
+    for pattern in RESUME_NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def _is_unbounded(max_epochs: int | None) -> bool:

@@ -28,5 +28,6 @@ class SaveOnPreemption(Callback):
                         trainer.global_step)
             return
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
-        trainer.save_checkpoint(path)  # every rank calls it: sharded strategies write their own shards
+        # Every rank calls it: sharded strategies write their own shards. The full state: the run continues from it.
+        trainer.save_checkpoint(path, weights_only=False)
         log.warning("SIGTERM at step %d: saved %s; continue with --ckpt_path %s", trainer.global_step, path, path)

@@ -45,9 +45,11 @@ class RunSummary(Callback):
                 lines.append(line)
         if not self.history:
             lines.append("  no validation ran (trainer.limit_val_batches or val_check_interval)")
-        best = _best_checkpoint(checkpoint)
-        if best is not None:
+        best, by_monitor = _best_checkpoint(checkpoint)
+        if best is not None and by_monitor:
             lines.append(f"  best checkpoint: {_shown(best)}" + (f" (by {monitor})" if monitor else ""))
+        elif best is not None:
+            lines.append(f"  last checkpoint: {_shown(best)}")
         elif checkpoint is None:
             lines.append("  no checkpoint was saved: the recipe has no ModelCheckpoint callback")
         next_commands = []
@@ -86,13 +88,14 @@ def _run_dir(trainer: Trainer) -> Path | None:
     return None
 
 
-def _best_checkpoint(checkpoint: ModelCheckpoint | None) -> Path | None:
+def _best_checkpoint(checkpoint: ModelCheckpoint | None) -> tuple[Path | None, bool]:
+    """The best checkpoint and True; the last one and False when there is no best (no validation ran)."""
     if checkpoint is None:
-        return None
-    for path in (checkpoint.best_model_path, checkpoint.last_model_path):
+        return None, False
+    for path, best in ((checkpoint.best_model_path, True), (checkpoint.last_model_path, False)):
         if path and Path(path).exists():
-            return Path(path)
-    return None
+            return Path(path), best
+    return None, False
 
 
 def _shown(path: Path) -> str:
