@@ -24,7 +24,7 @@ from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 RUN_LOGGERS = ("CSVLogger", "TensorBoardLogger")
 LAST = "last.ckpt"
@@ -160,12 +160,27 @@ def _step(row: dict[str, str]) -> float:
         return 0.0
 
 
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose writer is an `AppendingCSVWriter`, created (with its directory) at the first log."""
+
+    keep_before_step: int | None = None
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingCSVWriter(self.log_dir, self.keep_before_step)
+        return self._experiment
+
+
 def continue_csv_logs(loggers: list[Any], keep_before_step: int | None = None) -> None:
-    """Have each ``CSVLogger`` append to its directory's ``metrics.csv`` (before any logging; on the process of
-    global rank 0 only, the one that writes it)."""
-    if rank_zero_only.rank != 0:
-        return
+    """Have each ``CSVLogger`` append to its directory's ``metrics.csv`` (call before anything is logged).
+
+    The logger stays the recipe's object (its arguments, its ``isinstance``); only its writer changes, and the
+    directory is still created when the first value is logged.
+    """
     for logger in loggers:
-        if isinstance(logger, CSVLogger) and logger._experiment is None:
-            logger._fs.makedirs(logger.root_dir, exist_ok=True)
-            logger._experiment = AppendingCSVWriter(logger.log_dir, keep_before_step)
+        if type(logger) is CSVLogger and logger._experiment is None:
+            logger.__class__ = AppendingCSVLogger
+            logger.keep_before_step = keep_before_step

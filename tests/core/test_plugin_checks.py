@@ -185,7 +185,7 @@ def test_the_data_stage_runs_a_filter_before_the_rewrite_that_must_follow_it(cor
     docs = [d for d in corpus["train"].read_text().splitlines() if d.strip()]
     kept = [d for d in docs if "dog" not in d.split()]
     # Filtered first, then doubled: the swapped copies (which now say "dog") survive.
-    expected_tokens = sum(len(data.tokenizer(d)["input_ids"]) for d in
+    expected_tokens = sum(len(data.tokenizer(d)["input_ids"]) + 1 for d in  # + the EOS after each document
                           kept + [" ".join("dog" if w == "cat" else w for w in d.split()) for d in kept])
     assert len(data.datasets["train"]) == expected_tokens // 32
 
