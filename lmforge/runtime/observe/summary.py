@@ -17,6 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 LOSS = "val/loss"
+PERPLEXITY = "val/perplexity"
 
 
 class RunSummary(Callback):
@@ -70,11 +71,13 @@ class RunSummary(Callback):
         pick = min if mode == "min" else max
         best_step, best = pick(values, key=lambda item: item[1])
         final = values[-1][1]
-        return (f"  {key}: final {_value(key, final)}, best {_value(key, best)} at step {best_step}")
+        # Perplexity where the objective reports it (language models), not for a classifier's loss.
+        perplexity = key == LOSS and any(PERPLEXITY in metrics for _, metrics in self.history)
+        return f"  {key}: final {_value(final, perplexity)}, best {_value(best, perplexity)} at step {best_step}"
 
 
-def _value(key: str, value: float) -> str:
-    if key == LOSS and math.isfinite(value):
+def _value(value: float, perplexity: bool) -> str:
+    if perplexity and math.isfinite(value):
         return f"{value:.4f} (perplexity {math.exp(min(value, 700.0)):.4g})"
     return f"{value:.4f}"
 
