@@ -27,9 +27,11 @@ NOISE_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree helper on torch >= 2.10
     r"FSDP2-wrapped module \(\w+\) returned a view tensor",  # fully_shard on HF models that return views
 )
-#: Warnings that are wrong for lmforge's DataModules, which resume mid-epoch themselves (their ``state_dict``).
+#: Warnings that do not hold for lmforge: its DataModules resume mid-epoch themselves (their ``state_dict``), and
+#: `LanguageModel` logs ``val/*``/``test/*`` from torchmetrics that already reduce over the ranks.
 DATA_NOISE_WARNINGS = (
     r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable",
+    r"It is recommended to use `self.log\('(val|test)/[\w/]+', \.\.\., sync_dist=True\)`",
 )
 #: Warnings that are noise when a run continues in its own directory (``fit --ckpt_path last``).
 RESUME_NOISE_WARNINGS = (

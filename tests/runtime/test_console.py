@@ -46,6 +46,8 @@ def test_noise_is_dropped_and_real_warnings_are_kept() -> None:
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`",
                       DeprecationWarning)
         warnings.warn("The dirpath has changed from 'a' to 'b'", UserWarning)
+        warnings.warn("It is recommended to use `self.log('val/loss', ..., sync_dist=True)` when logging on epoch "
+                      "level in distributed setting to accumulate the metric across devices.", UserWarning)
         warnings.warn("model.backbone.config: something real", UserWarning)
     assert [str(w.message) for w in caught] == ["model.backbone.config: something real"]
     handler = logging.getLogger("lightning.pytorch").handlers[0]
