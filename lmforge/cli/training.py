@@ -188,12 +188,14 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
                                   "runs/<name>/version_N/checkpoints/last.ckpt), or `--ckpt_path last` with fit.")
 
         def _resume_newest_run(self, config: Any) -> None:
+            roots = run_dirs.searched_roots(config)
+            if not roots:  # no logger writes run directories: Lightning looks in ModelCheckpoint's dirpath
+                return
             resumed = run_dirs.resume_newest_run(config)
             if resumed is None:
                 config["ckpt_path"] = None
-                where = " or ".join(f"{root}/version_*/checkpoints/last.ckpt" for root in run_dirs.searched_roots(config))
-                say(f"--ckpt_path last: no earlier run has a last checkpoint ({where or 'no run directory logger'}); "
-                    "starting a new run.")
+                where = " or ".join(f"{root}/version_*/checkpoints/last.ckpt" for root in roots)
+                say(f"--ckpt_path last: no earlier run has a last checkpoint ({where}); starting a new run.")
                 return
             # The checkpoint is read again, with the W&B run id, now that ckpt_path names it.
             prepare_loggers(config, self.subcommand)
