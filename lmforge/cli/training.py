@@ -242,8 +242,9 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
                 self.parser.error(name_recipe_key(str(exc), config.as_dict()))
 
         def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-            # A missing data file is a recipe error, named before the trainer starts anything.
-            if hasattr(self.datamodule, "check_files"):
+            # A missing data file is a recipe error, named before the trainer starts anything (when a command runs:
+            # `run_cli(run=False)` only builds the classes).
+            if self.subcommand is not None and hasattr(self.datamodule, "check_files"):
                 self.datamodule.check_files()
             recipe_callbacks = [id(c) for c in self._recipe_callbacks()]
             trainer = super().instantiate_trainer(**kwargs)
