@@ -77,6 +77,8 @@ def test_training_steps_that_do_not_log_read_nothing_on_the_host(
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
     assert cli.trainer.global_step == 13
-    quiet = [s for s in counted.steps if s > 0]  # step 0 builds what the run keeps (FLOPs, generator, flags)
+    # Step 0 builds what the run keeps (FLOPs, generator, flags); the last step's window runs into the end of fit
+    # (the final checks and checkpoint), which reads the loss on purpose.
+    quiet = [s for s in counted.steps if 0 < s < cli.trainer.global_step - 1]
     assert len(quiet) >= 8
     assert {s: counted.reads[s] for s in quiet if counted.reads[s]} == {}
