@@ -23,14 +23,15 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
 from torch.optim import Optimizer
 
+from lmforge.cli import recipe_limits, run_guards, trust
 from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS
-from lmforge.core.checkpoint import unsafe_checkpoint_message
+from lmforge.core.checkpoint import CheckpointError, unsafe_checkpoint_message
 from lmforge.core.data import labeled  # noqa: F401  (so `class_path: LabeledTextData` resolves)
 from lmforge.core.data.base import BaseTextData
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugin_checks import PluginCompatibilityError
 from lmforge.core.registry import registry, unknown_plugin_message
-from lmforge.runtime import run_paths
+from lmforge.runtime import run_paths, run_versions
 from lmforge.runtime.allocator import tune_malloc
 from lmforge.runtime.checkpoint_io import AtomicCheckpointIO
 from lmforge.runtime.observe.run_config import RunConfig
@@ -41,9 +42,17 @@ from lmforge.runtime.preemption import SaveOnPreemption
 def run_training(argv: list[str], allow_outside_run_dir: bool = False) -> int:
     """Run a LightningCLI subcommand (``sys.argv`` holds it); the exit code."""
     tune_malloc()  # before the first step's buffers: see lmforge/runtime/allocator.py
+    ignore_file_size_signal()
     try:
-        cli = run_cli(allow_outside_run_dir=allow_outside_run_dir)
+        try:
+            cli = run_cli(allow_outside_run_dir=allow_outside_run_dir)
+        except BaseException:
+            run_versions.release_unused()  # a version claimed for a run that never wrote to it is given back
+            raise
     except PluginCompatibilityError as exc:  # a recipe error, found before any data is read: no traceback
+        print(f"lmforge: error: {exc}", file=sys.stderr)
+        return 2
+    except (CheckpointError, run_versions.RunDirectoryTaken) as exc:  # corrupt/unsafe/mismatched, a taken version
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
     except pickle.UnpicklingError as exc:  # a --ckpt_path that torch.load(weights_only=True) refuses
@@ -52,6 +61,18 @@ def run_training(argv: list[str], allow_outside_run_dir: bool = False) -> int:
     finish_wandb(getattr(cli, "trainer", None))  # one command, one W&B run, complete on disk when we return
     release_process_group()
     return 0
+
+
+def ignore_file_size_signal() -> None:
+    """Let a write beyond the file-size limit (``ulimit -f``) fail with EFBIG, which the checkpoint writer explains,
+    instead of SIGXFSZ killing the process without a word."""
+    import signal
+
+    if hasattr(signal, "SIGXFSZ"):
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
 
 
 def _ckpt_path(argv: list[str]) -> str:
@@ -81,6 +102,7 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
     (`lmforge.runtime.run_paths`; ``--allow_outside_run_dir`` on the command line).
     """
     plugins = registry()  # import every plugin class so short names resolve
+    recipe_limits.install()  # every YAML the parser loads is bounded before it is built (alias bombs)
     # Noise that users cannot act on: jsonargparse's note that tuple defaults (AdamW's betas) dump as lists.
     warnings.filterwarnings("ignore", message=r"\s*Dump of a value that does not round-trip")
 
@@ -111,6 +133,7 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
                     self.model.check_data(self.datamodule)
                 except (ValueError, FileNotFoundError) as exc:
                     self.parser.error(str(exc))
+            run_guards.warn_untrained(self.subcommand, self.config[self.subcommand])
             # A run restored from a checkpoint must tokenize exactly as it was trained.
             ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
             if ckpt_path and hasattr(self.datamodule, "checkpoint_path"):
@@ -118,15 +141,38 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
 
         before_fit = before_validate = before_test = before_predict = _before_run
 
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI's, through lmforge's loader: the digest is checked, the model must be the recipe's kind
+            # (run_guards), and the tensors are only mapped (Lightning reads the whole file for its hparams).
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if not ckpt_path or not Path(ckpt_path).is_file():
+                return
+            checkpoint = run_guards.checkpoint_for_recipe(ckpt_path, self.config[subcommand])
+            hparams = dict(checkpoint.get("hyper_parameters") or {})
+            hparams.pop("_instantiator", None)
+            if not hparams:
+                return
+            if "_class_path" in hparams:
+                hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
-            self._check_write_paths(config)
             if config.get("weights_only", False) is None:
                 # Resuming, validating or testing from a checkpoint unpickles tensors and plain types only;
                 # an lmforge checkpoint needs no more (tests/reliability/test_untrusted_files.py).
                 config["weights_only"] = True
             # Logger names, W&B tags and the resumed W&B run id come from the recipe and the checkpoint.
             prepare_loggers(config, self.subcommand)
+            if trust.safe_mode():
+                try:
+                    trust.check_parsed(config.as_dict() if hasattr(config, "as_dict") else config)
+                except trust.UntrustedRecipe as exc:
+                    self.parser.error(str(exc))
+            self._check_write_paths(config)  # after the names are filled: they are joined onto save_dir
+            # Each logger's version directory is claimed now (mkdir, atomically), so concurrent runs never share one.
+            run_versions.claim_versions(config, self.subcommand)
 
         def _check_write_paths(self, config: Any) -> None:
             if allow_outside_run_dir or run_paths.outside_allowed():
@@ -148,9 +194,14 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
 
         def instantiate_trainer(self, **kwargs: Any) -> Trainer:
             trainer = super().instantiate_trainer(**kwargs)
-            # Checkpoints are written atomically, and a full disk is explained (lmforge.runtime.checkpoint_io).
+            outside_ok = allow_outside_run_dir or run_paths.outside_allowed()
+            if not outside_ok:  # every path the built loggers and callbacks will write, joined and resolved
+                outside = run_paths.trainer_outside_writes(trainer, Path.cwd())
+                if outside:
+                    raise ValueError(run_paths.outside_writes_message(outside, Path.cwd()))
+            # Checkpoints are written atomically with a digest, and a full disk is explained (runtime.checkpoint_io).
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the recipe chose
-                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO(write_root=None if outside_ok else Path.cwd())
             return trainer
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -173,7 +224,10 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
         parser_kwargs={
             "default_config_files": [],
             "description": "Train language models with plugins. Other commands: recipes, plugins, export, "
-                           "plot, predict MODEL --input FILE --output FILE.",
+                           "plot, predict MODEL --input FILE --output FILE. A recipe is code, like a Python script: "
+                           "it can name any importable class or function (a LambdaLR's lr_lambda, a callback), and "
+                           "lmforge runs it. Run recipes you trust, or add --safe to accept only lmforge's, its "
+                           "plugins', torch.optim's and Lightning's classes (see docs/reliability.md).",
             **{cmd: {"default_config_files": []} for cmd in LIGHTNING_SUBCOMMANDS},
         },
         args=args,

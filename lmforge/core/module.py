@@ -27,7 +27,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
 
-from lmforge.core.backbone import Backbone, build_backbone, build_config, max_positions, position_limit
+from lmforge.core.backbone import (
+    Backbone,
+    build_backbone,
+    build_config,
+    check_start_checkpoint,
+    max_positions,
+    position_limit,
+)
 from lmforge.core.checkpoint import CKPT_KEY
 from lmforge.core.plugin_checks import check_plugins, hook_guard, run_order
 from lmforge.core.plugins import (
@@ -125,6 +132,7 @@ class LanguageModel(LightningModule):
         self.val_loss = MeanMetric()
         self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in objective.metric_names})
         check_plugins(objective, self._recipe_keys())  # before any data is read: refuse what cannot work
+        check_start_checkpoint(backbone, objective.auto_model)  # an MLM checkpoint cannot start a causal LM
         #: The objective's own torchmetrics (``Objective.epoch_metrics``), created in configure_model.
         self.epoch_metrics = nn.ModuleDict()
         self._check_plugin_names()

@@ -28,7 +28,9 @@ from lmforge.core.data.tokenizer import (
     TokenizerSpec,
     TokenizerTraining,
     batched_text,
+    load_cached_tokenizer,
     load_tokenizer,
+    save_tokenizer_atomically,
     tokenizer_from_json,
     train_tokenizer,
     training_cache_key,
@@ -233,12 +235,14 @@ class BaseTextData(LightningDataModule):
         algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
         data_key = f"{train._fingerprint}:{self.max_document_chars}"
         directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, data_key)
-        if (directory / "tokenizer.json").exists():
-            return load_tokenizer(directory)
+        if directory.exists():
+            cached = load_cached_tokenizer(directory)
+            if cached is not None:
+                return cached
         log.info("Training a %s tokenizer (vocab_size=%d) on %d documents", algorithm, training.vocab_size, len(train))
         texts = batched_text(train["text"] if texts is None else texts, max_chars=self.max_document_chars)
         tokenizer = train_tokenizer(texts, training, algorithm)
-        tokenizer.save_pretrained(str(directory))
+        save_tokenizer_atomically(tokenizer, directory)
         return tokenizer
 
     def _apply_text_plugins(self, docs: datasets.Dataset, split: str, plugins: list[Plugin]) -> datasets.Dataset:

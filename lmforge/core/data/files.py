@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lmforge.core.data import rows
+
 if TYPE_CHECKING:
     import datasets
 
@@ -165,22 +167,53 @@ def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_di
     return ds
 
 
+def reader_options(builder: str) -> dict[str, object]:
+    """How ``datasets`` must read a format for the text to arrive unaltered (see `lmforge.core.data.rows`)."""
+    if builder == "text":
+        return {"encoding": "utf-8-sig"}  # a BOM at the start of a file is the encoding's mark, not text
+    if builder == "csv":
+        return {"keep_default_na": False, "na_filter": False}  # "NA", "null": text, not missing values
+    return {}
+
+
 def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: str,
                       skip_bad_lines: bool = False) -> datasets.Dataset:
     """Read ``files`` into a dataset with one non-empty document per row in a ``text`` column.
 
-    The cache lives under ``cache_dir/<content_key(files)>``. With ``skip_bad_lines``, ``jsonl`` lines that
-    are not a JSON object are left out (`without_bad_lines`), with a warning per file.
+    Each file is scanned first (`lmforge.core.data.rows`): rows that cannot be documents are refused with their
+    numbers, or with ``skip_bad_lines`` left out with a warning per file. The cache lives under
+    ``cache_dir/<content_key(files)>``; a damaged cache entry is removed and built again, with a warning.
     """
-    import datasets
-
     builder = BUILDERS[files[0].suffix.lower()]
     cache = Path(cache_dir) / content_key(files)
-    read = [without_bad_lines(f, key, cache / "cleaned") for f in files] if skip_bad_lines and builder == "json" else files
     try:
-        ds = datasets.load_dataset(builder, data_files=[str(f) for f in read], split="train", cache_dir=str(cache))
+        scans = [rows.scan_file(f, file_sha256(f), builder, text_column, Path(cache_dir) / "checked") for f in files]
+    except UnicodeDecodeError:
+        problem = next(filter(None, (_utf8_problem(f) for f in files)), None)
+        raise DataFileError(f"{key}: {problem}") from None
+    problems = [s.problem for s in scans if s.problem]
+    if problems:
+        raise DataFileError(f"{key}: {problems[0]}")
+    bad = [s for s in scans if s.bad]
+    if bad and not skip_bad_lines:
+        raise DataFileError(rows.refusal(key, bad))
+    arrays = [str(s.path) for s in bad if s.unit == "record"]
+    if arrays:
+        raise DataFileError(f"{key}: {arrays} hold a JSON array with records that cannot be documents "
+                            f"({rows.refusal(key, bad).split(': ', 1)[1].split('. Fix', 1)[0]}); data.skip_bad_lines "
+                            "skips lines of JSON-lines files only. Fix those records.")
+    for scan in bad:
+        rows.log_skipped(key, scan)
+    read = files
+    if bad and builder in ("text", "json"):
+        read = [rows.without_bad_lines(s, file_sha256(s.path), cache / "cleaned") if s.bad else s.path for s in scans]
+    try:
+        ds = _load_repairing_cache(builder, read, files, cache, key)
+        if bad and builder in ("csv", "parquet"):
+            ds = _without_rows(ds, scans, key)
         if builder != "text":
             ds = _select_text_column(ds, text_column, key, files)
+        before = len(ds)
         ds = ds.filter(_non_empty, batched=True, desc="Dropping empty documents")
     except DataFileError:
         raise
@@ -190,45 +223,58 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
             if problem:
                 raise DataFileError(f"{key}: {problem}") from None
         raise DataFileError(f"{key}: could not read {[str(f) for f in files]}: {exc}") from exc
+    if builder != "text" and before > len(ds):
+        log.info("%s: left out %d of %d rows of %s whose text is empty or only whitespace.", key, before - len(ds),
+                 before, [str(f) for f in files])
     if len(ds) == 0:
         raise DataFileError(f"{key}: {[str(f) for f in files]} hold no non-empty documents.")
     return ds
 
 
-def without_bad_lines(path: Path, key: str, directory: Path) -> Path:
-    """A copy of the ``jsonl`` file ``path`` without the lines that are not a JSON object (blank lines aside).
+def _load_repairing_cache(builder: str, read: list[Path], files: list[Path], cache: Path,
+                          key: str) -> datasets.Dataset:
+    """``load_dataset`` of ``read``; when it fails while the files themselves are sound, the cache entry is damaged
+    (a truncated Arrow file, a partial write): it is removed, said so, and built once more."""
+    import datasets
 
-    The copy is written once per content, under ``directory``, beside the numbers of the lines it left out;
-    each call warns with their count. A file without any bad line is returned as it is.
-    """
-    digest = file_sha256(path)
-    clean, skipped_file = directory / f"{digest}.jsonl", directory / f"{digest}.skipped.json"
-    if skipped_file.is_file():
-        skipped = json.loads(skipped_file.read_text())
-    else:
-        directory.mkdir(parents=True, exist_ok=True)
-        skipped = []
-        partial = clean.with_suffix(f".{os.getpid()}.tmp")
-        with path.open(encoding="utf-8") as src, partial.open("w", encoding="utf-8") as out:
-            for number, line in enumerate(src, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    row = None
-                if isinstance(row, dict):
-                    out.write(line if line.endswith("\n") else line + "\n")
-                else:
-                    skipped.append(number)
-        os.replace(partial, clean)
-        skipped_file.write_text(json.dumps(skipped))
-    if not skipped:
-        return path
-    shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
-    log.warning("%s: skipped %d line(s) of %s that are not a JSON object (lines %s); data.skip_bad_lines is on.",
-                key, len(skipped), path, shown)
-    return clean
+    def load() -> datasets.Dataset:
+        return datasets.load_dataset(builder, data_files=[str(f) for f in read], split="train", cache_dir=str(cache),
+                                     **reader_options(builder))
+
+    try:
+        return load()
+    except Exception as exc:
+        if not cache.is_dir() or any(diagnose(path, "") for path in files if BUILDERS[path.suffix.lower()] != "json"):
+            raise
+        log.warning("%s: the dataset cache %s is damaged (%s); removing it and reading %s again.", key, cache,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    [str(f) for f in files])
+        remove_cache_entry(cache)
+        return load()
+
+
+def remove_cache_entry(path: Path) -> None:
+    """Remove a cache directory: first renamed aside (atomic), so that no reader finds it half removed."""
+    import shutil
+
+    aside = path.with_name(f".{path.name}.{os.getpid()}.removed")
+    try:
+        os.rename(path, aside)
+    except OSError:
+        aside = path
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _without_rows(ds: datasets.Dataset, scans: list[rows.FileScan], key: str) -> datasets.Dataset:
+    """``ds`` (the rows of the scanned files, in order) without the scans' bad rows."""
+    if len(ds) != sum(s.rows for s in scans):
+        raise DataFileError(f"{key}: read {len(ds)} rows of {[str(s.path) for s in scans]}, but scanned "
+                            f"{sum(s.rows for s in scans)}; cannot tell which rows to skip. Fix the bad rows instead.")
+    drop, offset = set(), 0
+    for scan in scans:
+        drop.update(offset + n - 1 for n, _ in scan.bad)
+        offset += scan.rows
+    return ds.select([i for i in range(len(ds)) if i not in drop])
 
 
 _DIGESTS: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, ctime) -> sha256
