@@ -23,7 +23,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmforge.core.checkpoint import CKPT_KEY, load_checkpoint
-from lmforge.core.data.files import default_cache_dir, resolve_files
+from lmforge.core.data.files import default_cache_dir, map_repairing_cache, resolve_files
 from lmforge.core.data.tokenizer import (
     TokenizerSpec,
     TokenizerTraining,
@@ -253,8 +253,8 @@ class BaseTextData(LightningDataModule):
             if split not in splits:
                 continue
             with hook_guard(plugin, "process_text"):
-                docs = docs.map(
-                    _TextStage(plugin, self.seed, position), batched=True, with_indices=True,
+                docs = map_repairing_cache(
+                    docs, _TextStage(plugin, self.seed, position), f"data.{split}", batched=True, with_indices=True,
                     new_fingerprint=fingerprint(docs._fingerprint, plugin, self.seed, position),
                     desc=f"{type(plugin).__name__} ({split})",
                 )

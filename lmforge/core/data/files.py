@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from importlib import resources
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -184,6 +185,8 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
     numbers, or with ``skip_bad_lines`` left out with a warning per file. The cache lives under
     ``cache_dir/<content_key(files)>``; a damaged cache entry is removed and built again, with a warning.
     """
+    import datasets
+
     builder = BUILDERS[files[0].suffix.lower()]
     cache = Path(cache_dir) / content_key(files)
     try:
@@ -207,14 +210,21 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
     read = files
     if bad and builder in ("text", "json"):
         read = [rows.without_bad_lines(s, file_sha256(s.path), cache / "cleaned") if s.bad else s.path for s in scans]
-    try:
-        ds = _load_repairing_cache(builder, read, files, cache, key)
+    counts: list[int] = []
+
+    def build() -> datasets.Dataset:
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in read], split="train", cache_dir=str(cache),
+                                   **reader_options(builder))
         if bad and builder in ("csv", "parquet"):
             ds = _without_rows(ds, scans, key)
         if builder != "text":
             ds = _select_text_column(ds, text_column, key, files)
-        before = len(ds)
-        ds = ds.filter(_non_empty, batched=True, desc="Dropping empty documents")
+        counts[:] = [len(ds)]
+        return ds.filter(_non_empty, batched=True, desc="Dropping empty documents")
+
+    try:
+        ds = _repairing_cache(build, files, cache, key)
+        before = counts[0]
     except DataFileError:
         raise
     except Exception as exc:  # datasets and pyarrow wrap reader errors in their own types; find the file at fault
@@ -231,18 +241,14 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
     return ds
 
 
-def _load_repairing_cache(builder: str, read: list[Path], files: list[Path], cache: Path,
-                          key: str) -> datasets.Dataset:
-    """``load_dataset`` of ``read``; when it fails while the files themselves are sound, the cache entry is damaged
-    (a truncated Arrow file, a partial write): it is removed, said so, and built once more."""
-    import datasets
-
-    def load() -> datasets.Dataset:
-        return datasets.load_dataset(builder, data_files=[str(f) for f in read], split="train", cache_dir=str(cache),
-                                     **reader_options(builder))
-
+def _repairing_cache(build: Callable[[], datasets.Dataset], files: list[Path], cache: Path,
+                     key: str) -> datasets.Dataset:
+    """``build()``; when it fails while the files themselves are sound, the cache entry is damaged (a truncated
+    Arrow file, a partial write): it is removed, said so, and built once more."""
     try:
-        return load()
+        return build()
+    except DataFileError:
+        raise
     except Exception as exc:
         if not cache.is_dir() or any(diagnose(path, "") for path in files if BUILDERS[path.suffix.lower()] != "json"):
             raise
@@ -250,7 +256,24 @@ def _load_repairing_cache(builder: str, read: list[Path], files: list[Path], cac
                     str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
                     [str(f) for f in files])
         remove_cache_entry(cache)
-        return load()
+        return build()
+
+
+def map_repairing_cache(ds: datasets.Dataset, function: object, key: str, new_fingerprint: str,
+                        **kwargs: object) -> datasets.Dataset:
+    """``ds.map(function, new_fingerprint=...)``; when the map's cached result (``cache-<fingerprint>.arrow``) is
+    damaged, it is removed, said so, and computed again."""
+    try:
+        return ds.map(function, new_fingerprint=new_fingerprint, **kwargs)
+    except Exception as exc:
+        files = [Path(f["filename"]) for f in ds.cache_files]
+        target = files[0].parent / f"cache-{new_fingerprint}.arrow" if files else None
+        if target is None or not target.is_file():
+            raise
+        log.warning("%s: the cached %s %s is damaged (%s); removing it and computing it again.", key,
+                    kwargs.get("desc", "map"), target, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        target.unlink()
+        return ds.map(function, new_fingerprint=new_fingerprint, **kwargs)
 
 
 def remove_cache_entry(path: Path) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lmforge.core.data.base import BaseTextData, fingerprint
-from lmforge.core.data.files import documents_dataset, resolve_files
+from lmforge.core.data.files import documents_dataset, map_repairing_cache, resolve_files
 from lmforge.core.data.tokenizer import TokenizerSpec, encode_long
 from lmforge.core.plugins import Augmenter, overrides
 
@@ -277,10 +277,11 @@ class TextData(BaseTextData):
 
     def _layout(self, docs: datasets.Dataset, split: str) -> PackedBlocks:
         tokenizer = self.tokenizer
-        tokens = docs.map(
-            _Tokenize(tokenizer, self.max_document_chars), batched=True, remove_columns=docs.column_names,
+        tokens = map_repairing_cache(
+            docs, _Tokenize(tokenizer, self.max_document_chars), f"data.{split}", batched=True,
+            remove_columns=docs.column_names,
             new_fingerprint=fingerprint(docs._fingerprint, tokenizer.backend_tokenizer.to_str(), "tokenize",
-                                         self.max_document_chars),
+                                        self.max_document_chars),
             desc=f"Tokenizing ({split})",
         )
         column = tokens.data.column("input_ids")
