@@ -97,7 +97,7 @@ def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = 
     builder = BUILDERS[path.suffix.lower()]
     if builder == "parquet":
         return None
-    problem = _utf8_problem(path)
+    problem = utf8_problem(path)
     if problem:
         return problem
     if builder == "json":
@@ -116,7 +116,7 @@ def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = 
     return None
 
 
-def _utf8_problem(path: Path) -> str | None:
+def utf8_problem(path: Path) -> str | None:
     """The first invalid UTF-8 byte sequence in ``path``, with its byte offset."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0  # bytes of the file before the current chunk
@@ -192,7 +192,7 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
     try:
         scans = [rows.scan_file(f, file_sha256(f), builder, text_column, Path(cache_dir) / "checked") for f in files]
     except UnicodeDecodeError:
-        problem = next(filter(None, (_utf8_problem(f) for f in files)), None)
+        problem = next(filter(None, (utf8_problem(f) for f in files)), None)
         raise DataFileError(f"{key}: {problem}") from None
     problems = [s.problem for s in scans if s.problem]
     if problems:
