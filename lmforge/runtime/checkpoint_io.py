@@ -56,7 +56,8 @@ NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 #: A temporary file of an interrupted write whose writer cannot be identified (written by an older lmforge,
 #: or on another host) counts as stale once it has not changed for this long.
 STALE_AFTER_S = 3600.0
-_PARTIAL = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<host>[A-Za-z0-9_.-]+?)-(?P<pid>\d+)\.)?[^.]+\.partial$")
+_TAGGED = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]+\.partial$")
+_UNTAGGED = re.compile(r"^\..+\.[^.]+\.partial$")
 
 
 class CheckpointWriteError(OSError):
@@ -163,7 +164,7 @@ def _fsync_directory(directory: Path) -> None:
 
 def _writer_tag() -> str:
     """``<host>-<pid>``: who writes a temporary file, so that a later process can tell whether its writer lives."""
-    host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
     return f"{host}-{os.getpid()}"
 
 
@@ -180,10 +181,10 @@ def remove_stale_partials(directory: str | Path) -> list[Path]:
     here = _writer_tag().rsplit("-", 1)[0]
     removed = []
     for path in directory.glob(".*.partial"):
-        found = _PARTIAL.match(path.name)
-        if found is None:
+        found = _TAGGED.match(path.name)
+        if found is None and not _UNTAGGED.match(path.name):
             continue
-        host, pid = found.group("host"), found.group("pid")
+        host, pid = (found.group("host"), found.group("pid")) if found else (None, None)
         if host == here and pid is not None:
             stale = int(pid) != os.getpid() and not _alive(int(pid))
         else:

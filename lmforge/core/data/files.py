@@ -188,9 +188,12 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
     import datasets
 
     builder = BUILDERS[files[0].suffix.lower()]
+    before_reading = {f: file_identity(f) for f in files}  # before hashing: a change from now on is seen
+    hashes = {f: file_sha256(f) for f in files}
     cache = Path(cache_dir) / content_key(files)
+    checked = Path(cache_dir) / "checked"
     try:
-        scans = [rows.scan_file(f, file_sha256(f), builder, text_column, Path(cache_dir) / "checked") for f in files]
+        scans = [rows.scan_file(f, hashes[f], builder, text_column, checked) for f in files]
     except UnicodeDecodeError:
         problem = next(filter(None, (utf8_problem(f) for f in files)), None)
         raise DataFileError(f"{key}: {problem}") from None
@@ -209,7 +212,7 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
         rows.log_skipped(key, scan)
     read = files
     if bad and builder in ("text", "json"):
-        read = [rows.without_bad_lines(s, file_sha256(s.path), cache / "cleaned") if s.bad else s.path for s in scans]
+        read = [rows.without_bad_lines(s, hashes[s.path], cache / "cleaned") if s.bad else s.path for s in scans]
     counts: list[int] = []
 
     def build() -> datasets.Dataset:
@@ -233,6 +236,15 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
             if problem:
                 raise DataFileError(f"{key}: {problem}") from None
         raise DataFileError(f"{key}: could not read {[str(f) for f in files]}: {exc}") from exc
+    changed = [str(f) for f, identity in before_reading.items() if file_identity(f) != identity]
+    if changed:
+        remove_cache_entry(cache)
+        for digest in hashes.values():
+            for entry in checked.glob(f"{digest}-*"):
+                entry.unlink(missing_ok=True)
+        raise DataFileError(f"{key}: {changed} changed while lmforge read them (their size or change time moved), so "
+                            "what was read may mix old and new content; it was not kept in the cache. Run again once "
+                            "nothing writes to them.")
     if builder != "text" and before > len(ds):
         log.info("%s: left out %d of %d rows of %s whose text is empty or only whitespace.", key, before - len(ds),
                  before, [str(f) for f in files])
@@ -320,6 +332,12 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
                 digest.update(block)
         _DIGESTS[key] = digest.hexdigest()
     return _DIGESTS[key]
+
+
+def file_identity(path: Path) -> tuple[int, int, int, int]:
+    """What changes whenever a file's content may have: inode, size, modification and change time."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 def content_key(files: list[Path]) -> str:
