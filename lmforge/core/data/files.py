@@ -168,12 +168,12 @@ def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_di
     return ds
 
 
-def reader_options(builder: str) -> dict[str, object]:
+def reader_options(builder: str, text_column: str = "text") -> dict[str, object]:
     """How ``datasets`` must read a format for the text to arrive unaltered (see `lmforge.core.data.rows`)."""
     if builder == "text":
         return {"encoding": "utf-8-sig"}  # a BOM at the start of a file is the encoding's mark, not text
-    if builder == "csv":
-        return {"keep_default_na": False, "na_filter": False}  # "NA", "null": text, not missing values
+    if builder == "csv":  # "NA", "null": text, not missing values; "007" stays "007", not the number 7
+        return {"keep_default_na": False, "na_filter": False, "converters": {text_column: str}}
     return {}
 
 
@@ -217,7 +217,7 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
 
     def build() -> datasets.Dataset:
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in read], split="train", cache_dir=str(cache),
-                                   **reader_options(builder))
+                                   **reader_options(builder, text_column))
         if bad and builder in ("csv", "parquet"):
             ds = _without_rows(ds, scans, key)
         if builder != "text":

@@ -75,7 +75,7 @@ class StreamingBlocks(IterableDataset):
         from datasets.distributed import split_dataset_by_node
 
         stream = datasets.load_dataset(self.builder, data_files=self.files, split="train", streaming=True,
-                                       **reader_options(self.builder))
+                                       **reader_options(self.builder, self.text_column))
         return split_dataset_by_node(stream, rank=reader, world_size=readers)
 
     def _text_batches(self, stream: Any, batch: int) -> Iterator[list[str]]:
