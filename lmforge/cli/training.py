@@ -224,16 +224,19 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
         parser_kwargs={
             "default_config_files": [],
             "description": "Train language models with plugins. Other commands: recipes, plugins, export, "
-                           "plot, predict MODEL --input FILE --output FILE. A recipe is code, like a Python script: "
-                           "it can name any importable class or function (a LambdaLR's lr_lambda, a callback), and "
-                           "lmforge runs it. Run recipes you trust, or add --safe to accept only lmforge's, its "
-                           "plugins', torch.optim's and Lightning's classes (see docs/reliability.md).",
-            **{cmd: {"default_config_files": []} for cmd in LIGHTNING_SUBCOMMANDS},
+                           "plot, predict MODEL --input FILE --output FILE. " + RECIPE_IS_CODE,
+            **{cmd: {"default_config_files": [], "description": f"lmforge {cmd}. {RECIPE_IS_CODE}"}
+               for cmd in LIGHTNING_SUBCOMMANDS},
         },
         args=args,
         run=run,
     )
 
+
+#: Said by ``--help``: what running a recipe means.
+RECIPE_IS_CODE = ("A recipe is code, like a Python script: it can name any importable class or function (a "
+                  "LambdaLR's lr_lambda, a callback), and lmforge runs it. Run recipes you trust, or add --safe to "
+                  "accept only lmforge's, its plugins', torch.optim's and Lightning's classes (docs/reliability.md).")
 
 #: First words of a message that already names the recipe key it is about.
 RECIPE_SECTIONS = ("model", "data", "trainer", "optimizer", "lr_scheduler", "seed_everything", "ckpt_path")
