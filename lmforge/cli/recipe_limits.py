@@ -2,12 +2,14 @@
 
 YAML anchors and aliases (``&a`` / ``*a``) let a one-kilobyte file describe a document of a billion
 values (the "billion laughs"): PyYAML builds it cheaply, with shared references, but everything after
-(jsonargparse's parsing, merging and dumping) walks every value, for minutes and gigabytes. Every YAML
-text the recipe parser loads (``--config`` files, nested config files, command-line values) goes through
-`bounded_yaml_loader` first, which composes the text's node graph (linear in its size) and counts the values
-it would expand to, sharing nothing. A document larger than `MAX_VALUES` values or `MAX_BYTES` bytes, one
-that refers to itself, or one nested deeper than Python can follow, is refused with `RecipeTooLarge` before
-any value is built. The bundled recipes hold a few hundred values.
+(jsonargparse's parsing, merging and dumping) walks every value, for minutes and gigabytes.
+
+`check_document` composes a text's node graph (linear in its size) and counts the values it would expand
+to, sharing nothing. A document larger than `MAX_VALUES` values or `MAX_BYTES` bytes, one that refers to
+itself, or one nested deeper than Python can follow, is refused with `RecipeTooLarge` before any value is
+built. The ``--config`` files and the values on the command line are checked before Lightning is even
+imported (`check_config_files`), and every YAML text jsonargparse's loader reads later (config files that a
+recipe names) goes through `bounded_yaml_loader`. The bundled recipes hold a few hundred values.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def check_document(text: str) -> None:
     if len(text) > MAX_BYTES:
         raise RecipeTooLarge(f"the recipe text is {len(text):,} characters long, more than the {MAX_BYTES:,} a "
                              "recipe may be. Refusing to read it.")
-    if "&" not in text and len(text) < MAX_VALUES:  # no anchors: it cannot expand beyond its own length
+    if "&" not in text:  # no anchors, no aliases: it holds no more values than its length allows (MAX_BYTES)
         return
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -103,8 +105,21 @@ def install() -> None:
 
 
 def check_config_files(argv: list[str]) -> None:
-    """`check_document` on each ``--config`` file of the command line, naming the file when one is refused."""
+    """`check_document` on each ``--config`` file and each value of the command line, naming the file or the option
+    when one is refused. (jsonargparse reads a typed option's value with its own YAML loader, which
+    `install` does not reach, so command-line values are checked here.)"""
     from pathlib import Path
+
+    option = "the command line"
+    for arg in argv:
+        name, _, value = arg.partition("=") if arg.startswith("--") and "=" in arg else (option, "", arg)
+        if arg.startswith("--") and "=" not in arg:
+            option = arg
+            continue
+        try:
+            check_document(value)
+        except RecipeTooLarge as exc:
+            raise RecipeTooLarge(f"{name}: {exc}") from None
 
     files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-c", "--config")]
     files += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
