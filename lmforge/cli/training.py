@@ -49,6 +49,8 @@ def run_training(argv: list[str], allow_outside_run_dir: bool = False) -> int:
         except BaseException:
             run_versions.release_unused()  # a version claimed for a run that never wrote to it is given back
             raise
+        finally:
+            run_versions.forget_claims()
     except PluginCompatibilityError as exc:  # a recipe error, found before any data is read: no traceback
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2

@@ -311,8 +311,13 @@ class LanguageModel(LightningModule):
         )
 
     def on_train_end(self) -> None:
-        # A run that skipped every batch learned nothing; it must not end as if it had trained.
-        if self.nonfinite_skipped and not self.finite_batches:
+        # A run that skipped every batch learned nothing; it must not end as if it had trained. All ranks decide
+        # together, so that none is left waiting for another.
+        untrained = bool(self.nonfinite_skipped and not self.finite_batches)
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if strategy is not None:
+            untrained = strategy.reduce_boolean_decision(untrained, all=True)
+        if untrained:
             raise NonFiniteLossError(
                 f"every batch of this run ({self.nonfinite_skipped}) had a non-finite loss and was skipped "
                 "(model.on_nonfinite_loss: skip), so the weights were never updated: the checkpoints this run wrote "

@@ -13,8 +13,8 @@ share one claim. A W&B run's directory carries a fresh random run id, so W&B nee
 A version the recipe or the command line names (``--trainer.logger.init_args.version=0``) whose directory
 already holds files is refused (`RunDirectoryTaken`): the CSV logger would delete that run's ``metrics.csv``.
 
-Under DDP the launching process (rank 0) claims, and the processes it starts inherit the claim through the
-environment (`ENV`); other ranks never claim. A claim that the run does not get to use (it fails before its
+Under DDP the launching process (rank 0) claims, and the rank processes it starts (``LOCAL_RANK`` set) inherit
+the claim through the environment (`ENV`); other ranks never claim, and other processes never inherit. A claim that the run does not get to use (it fails before its
 loggers write) is given back by `release_unused`.
 """
 
@@ -41,7 +41,7 @@ class RunDirectoryTaken(ValueError):
 def claim_versions(config: Any, subcommand: str | None) -> None:
     """Set ``version`` of every CSV/TensorBoard logger of the parsed recipe ``config`` (in place) to a freshly
     claimed one (``fit``), and refuse a named version that holds a run already (every subcommand)."""
-    inherited = _inherited()
+    inherited = _inherited() if _is_other_rank() else {}  # only a DDP rank takes its launcher's claim
     mine: dict[str, int] = {}
     for key, args, root in _versioned_loggers(config):
         version = args.get("version")
@@ -51,7 +51,7 @@ def claim_versions(config: Any, subcommand: str | None) -> None:
             continue
         if subcommand != "fit":
             continue
-        name = str(root)
+        name = os.path.abspath(root)
         if name in mine:
             args["version"] = mine[name]
         elif name in inherited:
@@ -82,6 +82,17 @@ def next_version(root: Path) -> int:
     numbers = [int(p.name[len("version_"):]) for p in root.glob("version_*")
                if p.name[len("version_"):].isdigit()] if root.is_dir() else []
     return max(numbers, default=-1) + 1
+
+
+def forget_claims() -> None:
+    """Drop this process's claims from the environment once its run is over, so that no later process it starts
+    (in a program that runs lmforge more than once) takes them."""
+    try:
+        payload = json.loads(os.environ.get(ENV, "") or "{}")
+    except ValueError:
+        payload = {}
+    if isinstance(payload, dict) and payload.get("pid") == os.getpid():
+        os.environ.pop(ENV, None)
 
 
 def release_unused() -> None:

@@ -27,8 +27,10 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,9 @@ def _is_array(path: Path) -> bool:
         return f.read(4096).lstrip().startswith("[")
 
 
-def _json_records(path: Path):  # noqa: ANN202  (line number or record index, the record or a JSON error)
-    """The records of a JSON-lines file by line number; of a ``.json`` file holding one array, by position."""
+def _json_records(path: Path) -> Iterator[tuple[int, object]]:
+    """The records of a JSON-lines file by line number (a `json.JSONDecodeError` for a malformed line); of a
+    ``.json`` file holding one array, by position."""
     with path.open(encoding="utf-8-sig") as f:  # a BOM at the start is the encoding's mark, not JSON
         head = f.read(4096).lstrip()
         f.seek(0)
@@ -248,7 +251,8 @@ def without_bad_lines(scan: FileScan, digest: str, directory: Path) -> Path:
     return clean
 
 
-def path_open(path: Path):  # noqa: ANN201  (a binary file without the UTF-8 BOM, if any)
+def path_open(path: Path) -> BinaryIO:
+    """``path`` opened for reading bytes, past its UTF-8 byte order mark if it has one."""
     f = path.open("rb")
     if f.read(3) != b"\xef\xbb\xbf":
         f.seek(0)
