@@ -1,7 +1,9 @@
 """Export an lmforge checkpoint as a Hugging Face model directory.
 
 The checkpoint's ``lmforge`` section holds the HF config, the Auto class and
-the tokenizer, so no recipe is needed. Weights are written as safetensors.
+the tokenizer, so no recipe is needed. Weights are written as safetensors. A causal
+LM's tokenizer encodes a prompt as itself (no end-of-text token appended), so
+``pipeline("text-generation")`` continues it.
 
 Nothing the user has is overwritten unless asked: the target must be a new or
 empty directory, or ``force`` is given (then only the files the export writes
@@ -19,7 +21,10 @@ import tempfile
 from pathlib import Path
 
 from lmforge.core.checkpoint import CKPT_KEY, load_checkpoint, model_from_checkpoint
-from lmforge.core.data.tokenizer import tokenizer_from_json
+from lmforge.core.data.tokenizer import tokenizer_from_json, without_appended_eos
+
+#: The Auto classes of models that continue a prompt: their exported tokenizer must not end a prompt with EOS.
+GENERATIVE = ("AutoModelForCausalLM",)
 
 #: Files every export holds (besides the tokenizer's).
 REQUIRED = ("config.json", "model.safetensors")
@@ -54,7 +59,10 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, force: bool = 
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
     try:
         model.save_pretrained(str(staging), safe_serialization=True)
-        tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"]).save_pretrained(str(staging))
+        tokenizer = tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"])
+        if saved["auto_model"] in GENERATIVE:  # a checkpoint from before TOKENIZER_FORMAT 2 appends EOS to a prompt
+            tokenizer = without_appended_eos(tokenizer)
+        tokenizer.save_pretrained(str(staging))
         missing = [name for name in REQUIRED if not (staging / name).is_file()]
         if missing:
             raise RuntimeError(f"the export wrote no {', '.join(missing)}; {out_dir} was left as it was.")

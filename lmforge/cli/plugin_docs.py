@@ -14,25 +14,10 @@ from typing import Any
 
 import yaml
 
-from lmforge.core.plugins import KIND_BASES, Objective, Plugin, objective_task
-
-#: The hooks ``show`` lists, with the stage each runs at (see lmforge.core.plugins).
-HOOKS = {
-    "process_text": "data stage: rewrites/filters raw examples before tokenization",
-    "sample_weights": "data stage: sampling weights of the training documents",
-    "setup": "model stage: once the backbone exists",
-    "build_backbone_config": "model stage: the HF config before the backbone is built",
-    "prepare": "batch stage: every step, on the device",
-    "process_batch": "batch stage: every training step, on the device",
-    "compute": "loss stage: the objective's loss and metrics",
-    "loss": "loss stage: every training step, the plugin's term(s) of the loss",
-}
-
+from lmforge.core.hooks import HOOK_BY_NAME, KIND_BY_NAME, RECIPE_KEYS
+from lmforge.core.plugins import KIND_BASES, Plugin, declared, implemented_hooks, objective_task
 
 REQUIRED = inspect.Parameter.empty
-#: The recipe key under ``model`` that holds each kind.
-RECIPE_KEYS = {"objective": "objective", "regularizer": "regularizers", "augmenter": "augmenters",
-               "bias_mitigator": "bias_mitigators", "distiller": "distiller"}
 
 
 def metadata_lines(cls: type) -> list[str]:
@@ -44,7 +29,7 @@ def metadata_lines(cls: type) -> list[str]:
         lines.append(f"objectives: {', '.join(cls.supported_objectives)}")
     for attr, label in (("requires", "requires"), ("provides", "provides"), ("runs_after", "runs after"),
                         ("runs_before", "runs before"), ("conflicts_with", "conflicts with")):
-        value = getattr(cls, attr)
+        value = declared(cls, attr) if attr in ("runs_after", "runs_before") else getattr(cls, attr)
         if value and value != getattr(Plugin, attr) and not (attr == "provides" and _inherited_default(cls, attr)):
             lines.append(f"{label}: {', '.join(sorted(value) if isinstance(value, frozenset) else value)}")
     if cls.needs_hidden_states and "hidden_states" not in cls.requires:
@@ -132,7 +117,7 @@ def recipe_snippet(kind: str, name: str, arguments: list[Argument]) -> list[str]
     if arguments:
         entry["init_args"] = {arg.name: value(arg) for arg in arguments}
     key = RECIPE_KEYS[kind]
-    text = yaml.safe_dump({"model": {key: entry if key in ("objective", "distiller") else [entry]}},
+    text = yaml.safe_dump({"model": {key: [entry] if KIND_BY_NAME[kind].many else entry}},
                           sort_keys=False, default_flow_style=False)
     return ["  " + line for line in text.splitlines()]
 
@@ -144,19 +129,18 @@ def describe_plugin(info: Any) -> str:
     lines = [f"{info.name}  ({info.kind.replace('_', ' ')}, from {info.dist} {info.version})",
              f"class: {info.qualname}", ""]
     lines += [strip_args_section(doc), ""] if doc else []
-    if info.kind != "objective":
-        lines.append(f"objectives: {', '.join(cls.supported_objectives) if cls.supported_objectives else 'any'}")
-    lines += metadata_lines(cls)
-    if "process_text" in _hooks(cls):
-        lines.append(f"splits (process_text): {'train' if info.kind == 'augmenter' else ', '.join(cls.splits)}")
-    lines += ["", "hooks:"] + [f"  {hook:<22}{HOOKS[hook]}" for hook in _hooks(cls)]
+    metadata = metadata_lines(cls)
+    if info.kind != "objective" and cls.supported_objectives is None:
+        metadata.insert(0, "objectives: any")
+    lines += metadata
+    hooks = implemented_hooks(cls)
+    if "process_text" in hooks:
+        lines.append(f"splits (process_text): {', '.join(cls.splits)}")
+    lines += ["", "hooks:"]
+    lines += [f"  {hook:<22}{HOOK_BY_NAME[hook].stage} stage: {HOOK_BY_NAME[hook].when.replace('``', '')}"
+              for hook in hooks]
     arguments = init_arguments(cls)
     lines += ["", "init arguments (recipe init_args):"]
     lines += [f"  {arg.line}" for arg in arguments] or ["  none"]
     lines += ["", "in a recipe:", *recipe_snippet(info.kind, info.name, arguments)]
     return "\n".join(lines)
-
-
-def _hooks(cls: type) -> list[str]:
-    return [hook for hook in HOOKS if hasattr(cls, hook) and getattr(cls, hook) is not getattr(
-        Objective if hook in ("prepare", "compute", "build_backbone_config") else Plugin, hook, None)]

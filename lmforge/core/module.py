@@ -1,14 +1,17 @@
 """LanguageModel: the one LightningModule. It owns the backbone and every plugin.
 
-A training step is::
+A training step is (`LanguageModel.step_terms`)::
 
     batch = objective.prepare(batch)                 # labels, fresh MLM mask (on device)
-    batch = plugin.process_batch(batch) ...          # batch-stage plugins (TokenNoise)
+    batch = plugin.process_batch(batch) ...          # batch-stage plugins (TokenNoise), in run order
     outputs = backbone(**objective.model_inputs(batch))
     loss = w * objective.compute(outputs, batch).loss + sum(plugin.loss(ctx) ...)   # w: plugins' objective_weight
 
-Each term is logged as ``loss/<term>``, the sum as ``loss/total``; the gradient
+Each term is logged as ``loss/<term>``, the sum as ``loss/total``; metrics a
+plugin returns beside its terms as ``metric/<plugin>/<key>``; the gradient
 norm (before clipping) as ``metric/grad_norm`` at the trainer's logging steps.
+The plugins' run order, and which of them implement each hook, are computed
+once, when the model is built.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import math
+import os
 from typing import Any, Literal
 
 import torch
@@ -36,12 +41,17 @@ from lmforge.core.backbone import (
     position_limit,
 )
 from lmforge.core.checkpoint import CKPT_KEY
+from lmforge.core.hooks import KINDS, RECIPE_KEYS
 from lmforge.core.plugin_checks import check_plugins, hook_guard, run_order
 from lmforge.core.plugins import (
     Augmenter,
     BiasMitigator,
+    DataFilter,
     Distiller,
+    HostView,
+    LossOutput,
     Objective,
+    ObjectiveOutput,
     Plugin,
     Regularizer,
     StepContext,
@@ -59,6 +69,8 @@ from lmforge.core.sharding import (
 log = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-4}}
+#: Keeps the evaluation generators' seeds apart from the step generator's (run seed + rank).
+_EVALUATION_SALT = 0x5EED_E7A1
 
 
 class LanguageModel(LightningModule):
@@ -72,6 +84,8 @@ class LanguageModel(LightningModule):
         augmenters: Text- or token-level training augmentation.
         bias_mitigators: Data rewrites, filters, reweighting or adversaries.
         distiller: Knowledge distillation from a frozen teacher.
+        data_filters: Redact or drop documents before tokenization, on every
+            split (personal data, unsafe text); they run first at the data stage.
         optimizer: Set from the recipe's top-level ``optimizer`` key.
         lr_scheduler: Set from the recipe's top-level ``lr_scheduler`` key.
         no_weight_decay_1d: Exempt biases and norm weights (1-D parameters)
@@ -94,6 +108,7 @@ class LanguageModel(LightningModule):
         augmenters: list[Augmenter] | None = None,
         bias_mitigators: list[BiasMitigator] | None = None,
         distiller: Distiller | None = None,
+        data_filters: list[DataFilter] | None = None,
         optimizer: dict[str, Any] | None = None,
         lr_scheduler: dict[str, Any] | None = None,
         no_weight_decay_1d: bool = True,
@@ -106,7 +121,7 @@ class LanguageModel(LightningModule):
         if not backbone_lr_scale > 0:
             raise ValueError(f"model.backbone_lr_scale must be positive, got {backbone_lr_scale}. "
                              "To keep the backbone fixed, use model.backbone.freeze_embeddings / freeze_layers.")
-        self.save_hyperparameters(ignore=["objective", "regularizers", "augmenters", "bias_mitigators", "distiller"])
+        self.save_hyperparameters(ignore=["objective", *RECIPE_KEYS.values()])
         if isinstance(self.hparams.get("backbone"), Backbone):  # keep checkpoints loadable with weights_only=True
             self.hparams["backbone"] = dataclasses.asdict(backbone)
         self.backbone_spec = backbone
@@ -115,6 +130,7 @@ class LanguageModel(LightningModule):
         self.augmenters = nn.ModuleList(augmenters or [])
         self.bias_mitigators = nn.ModuleList(bias_mitigators or [])
         self.distiller = distiller
+        self.data_filters = nn.ModuleList(data_filters or [])
         self.optimizer_init = optimizer or DEFAULT_OPTIMIZER
         check_optimizer(self.optimizer_init)
         self.lr_scheduler_init = lr_scheduler
@@ -135,6 +151,12 @@ class LanguageModel(LightningModule):
         self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in objective.metric_names})
         check_plugins(objective, self._recipe_keys())  # before any data is read: refuse what cannot work
         check_start_checkpoint(backbone, objective.auto_model)  # an MLM checkpoint cannot start a causal LM
+        #: Every plugin but the objective, in run order: computed once (`lmforge.core.plugin_checks.run_order`).
+        self._run_order = run_order([plugin for _, plugin in self._recipe_keys()])
+        self._by_hook = {hook: [p for p in self._run_order if overrides(p, hook)]
+                         for hook in ("process_text", "sample_weights", "setup", "process_batch", "loss")}
+        self._hidden_states = any(wants_hidden_states(p) for p in self._run_order)
+        self._objective_weight = math.prod(p.objective_weight for p in self._run_order if p.objective_weight is not None)
         #: The objective's own torchmetrics (``Objective.epoch_metrics``), created in configure_model.
         self.epoch_metrics = nn.ModuleDict()
         self._check_plugin_names()
@@ -145,20 +167,28 @@ class LanguageModel(LightningModule):
     # -- plugins ---------------------------------------------------------------------------------
 
     def plugins(self) -> list[Plugin]:
-        """Every plugin except the objective, in recipe order by kind (as ``runs_after``/``runs_before`` allow)."""
-        rest = [*self.regularizers, *self.augmenters, *self.bias_mitigators]
-        return run_order(rest + ([self.distiller] if self.distiller is not None else []))
+        """Every plugin except the objective, in run order: recipe order (regularizers, augmenters, bias
+        mitigators, the distiller, data filters), adjusted to the plugins' ``runs_after``/``runs_before``."""
+        return list(self._run_order)
 
     def data_plugins(self) -> list[Plugin]:
-        """Data-stage plugins in pipeline order: bias mitigators (filters, CDA), then augmenters (as their
-        ``runs_after``/``runs_before`` allow)."""
-        return run_order([*self.bias_mitigators, *self.augmenters])
+        """The plugins with data-stage hooks (``process_text``, ``sample_weights``), in run order: what the
+        DataModule runs."""
+        return [p for p in self._run_order if p in self._by_hook["process_text"] or p in self._by_hook["sample_weights"]]
 
     def _recipe_keys(self) -> list[tuple[str, Plugin]]:
-        """``(recipe key, plugin)`` for every plugin but the objective: ``("model.regularizers[0]", ...)``."""
-        keys = [(f"model.{attr}[{i}]", plugin) for attr in ("regularizers", "augmenters", "bias_mitigators")
-                for i, plugin in enumerate(getattr(self, attr))]
-        return keys + ([("model.distiller", self.distiller)] if self.distiller is not None else [])
+        """``(recipe key, plugin)`` for every plugin but the objective, in recipe order: ``("model.regularizers[0]",
+        ...)``."""
+        keys: list[tuple[str, Plugin]] = []
+        for kind in KINDS:
+            if kind.name == "objective":
+                continue
+            value = getattr(self, kind.recipe_key)
+            if kind.many:
+                keys += [(f"model.{kind.recipe_key}[{i}]", plugin) for i, plugin in enumerate(value)]
+            elif value is not None:
+                keys.append((f"model.{kind.recipe_key}", value))
+        return keys
 
     def _check_plugin_names(self) -> None:
         names = [self.objective.name, *(p.name for p in self.plugins())]
@@ -180,9 +210,14 @@ class LanguageModel(LightningModule):
         self.objective.build_backbone_config(config)
         self._check_block_size(self._datamodule(), max_positions(config))
         self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
-        for plugin in [self.objective, *self.plugins()]:
+        # from_pretrained returns a model in eval mode, and Lightning keeps each module's mode when fitting
+        # starts: without this a pretrained backbone would train with its dropout off. Evaluation loops still
+        # switch to eval mode themselves; a frozen teacher (set up below) stays in eval mode.
+        self.backbone.train()
+        host = HostView(self)
+        for plugin in [self.objective, *self._by_hook["setup"]]:
             with hook_guard(plugin, "setup"):
-                plugin.setup(self)
+                plugin.setup(host)
         self._add_epoch_metrics()
         if self.device_mesh is not None:  # FSDP2 (ModelParallelStrategy): shard the blocks, replicate plugins
             fully_shard_blocks(self.backbone, self._data_parallel_mesh())
@@ -243,8 +278,7 @@ class LanguageModel(LightningModule):
     # -- steps -----------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, Tensor]) -> Any:
-        hidden = any(wants_hidden_states(p) for p in self.plugins())
-        return self.backbone(**self.objective.model_inputs(batch), output_hidden_states=hidden)
+        return self.backbone(**self.objective.model_inputs(batch), output_hidden_states=self._hidden_states)
 
     def _generator(self) -> torch.Generator:
         """The step generator: every on-device random choice (MLM masks, token noise) draws from it.
@@ -256,31 +290,45 @@ class LanguageModel(LightningModule):
             self.generator.manual_seed((torch.initial_seed() + self.global_rank) % (2**63))
         return self.generator
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        generator = self._generator()
+    def step_terms(self, batch: dict[str, Tensor], generator: torch.Generator) -> StepResult:
+        """One training step's work up to the loss: ``prepare``, the plugins' ``process_batch``, the forward
+        pass, the objective's ``compute`` and the plugins' ``loss``, in run order."""
         batch = self.objective.prepare(batch, generator)
-        for plugin in self.plugins():
-            if overrides(plugin, "process_batch"):
-                with hook_guard(plugin, "process_batch"):
-                    batch = plugin.process_batch(batch, generator)
+        for plugin in self._by_hook["process_batch"]:
+            with hook_guard(plugin, "process_batch"):
+                batch = plugin.process_batch(batch, generator)
         outputs = self(batch)
         result = self.objective.compute(outputs, batch)
-        terms = {self.objective.name: result.loss * self._objective_weight()}
-        ctx = StepContext(batch=batch, outputs=outputs, objective_loss=result.loss, model=self, forward=self)
-        for plugin in self.plugins():
-            if overrides(plugin, "loss"):
-                with hook_guard(plugin, "loss"):
-                    value = plugin.loss(ctx)
-                terms.update(named_terms(plugin, value))
+        terms = {self.objective.name: result.loss * self._objective_weight}
+        metrics: dict[str, Tensor] = {}
+        ctx = self.step_context(batch, outputs, result)
+        for plugin in self._by_hook["loss"]:
+            with hook_guard(plugin, "loss"):
+                value = plugin.loss(ctx)
+            plugin_terms, plugin_metrics = named_terms(plugin, value)
+            terms.update(plugin_terms)
+            metrics.update(plugin_metrics)
+        return StepResult(batch, outputs, result, terms, metrics)
+
+    def step_context(self, batch: dict[str, Tensor], outputs: Any, result: ObjectiveOutput) -> StepContext:
+        """What the plugins' ``loss`` hooks see of a step."""
+        return StepContext(batch=batch, outputs=outputs, objective_loss=result.loss, objective=self.objective,
+                           forward=self, step=self.global_step, backbone=self.backbone, model=self)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        step = self.step_terms(batch, self._generator())
+        terms, result = step.terms, step.result
         total = torch.stack(list(terms.values())).sum()
         # One host sync per step (free on CPU; the progress bar syncs the loss anyway) buys detection at the
         # step it happens, before the optimizer writes NaN into the weights.
         if not bool(torch.isfinite(total)):
             return self._skip_or_stop(terms)
         self.finite_batches += 1
-        batch_size = batch["input_ids"].shape[0]
+        batch_size = step.batch["input_ids"].shape[0]
         self.log("loss/total", total, prog_bar=True, batch_size=batch_size)
         self.log_dict({f"loss/{k}": v for k, v in terms.items()}, batch_size=batch_size)
+        if step.metrics:
+            self.log_dict({f"metric/{k}": v.detach() for k, v in step.metrics.items()}, batch_size=batch_size)
         if self.objective.reports_perplexity:
             nll = result.nll if result.nll is not None else result.loss
             self.log("metric/perplexity", torch.exp(nll.detach()), batch_size=batch_size)
@@ -325,22 +373,23 @@ class LanguageModel(LightningModule):
                 "plugins named in the warnings above."
             )
 
-    def _objective_weight(self) -> float:
-        """The product of the plugins' ``objective_weight`` (1 when none sets one)."""
-        weight = 1.0
-        for plugin in self.plugins():
-            if plugin.objective_weight is not None:
-                weight *= plugin.objective_weight
-        return weight
-
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch)
+        self._evaluate(batch, batch_idx)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch)
+        self._evaluate(batch, batch_idx)
 
-    def _evaluate(self, batch: dict[str, Tensor]) -> None:
-        batch = self.objective.prepare(batch, self._generator())
+    def _evaluation_generator(self, batch_idx: int) -> torch.Generator:
+        """The random choices of evaluation (MLM masks) for batch ``batch_idx``: seeded from the run's seed, the
+        rank and the batch, never from the step generator. Every validation of the same weights scores the same
+        masks (a later ``lmforge validate`` reproduces the logged val/loss), and validating does not change what
+        training draws next."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        mixed = ((seed * 1_000_003 + self.global_rank) * 1_000_033 + batch_idx + _EVALUATION_SALT) % (2**63)
+        return torch.Generator(device=self.device).manual_seed(mixed)
+
+    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int = 0) -> None:
+        batch = self.objective.prepare(batch, self._evaluation_generator(batch_idx))
         outputs = self(batch)
         result = self.objective.compute(outputs, batch)
         nll = result.nll if result.nll is not None else result.loss
@@ -349,6 +398,15 @@ class LanguageModel(LightningModule):
             self.val_metrics[name].update(value, weight)
         if len(self.epoch_metrics):
             self.objective.update_epoch_metrics(dict(self.epoch_metrics.items()), outputs, batch)
+
+    def on_train_start(self) -> None:
+        # What the data-stage plugins reported (redactions by type, documents dropped), with the metrics.
+        reports = getattr(self._datamodule(), "data_reports", None) or {}
+        figures = {f"data/{split}/{plugin}/{name}": value for split, by_plugin in reports.items()
+                   for plugin, report in by_plugin.items() for name, value in report.items()}
+        if figures:
+            for logger in self.loggers:
+                logger.log_metrics(figures, step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")
@@ -577,18 +635,48 @@ def gradient_norm(grads: list[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(norms)) if len(norms) > 1 else norms[0]
 
 
-def named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | None) -> dict[str, Tensor]:
+@dataclasses.dataclass
+class StepResult:
+    """One training step up to the loss (`LanguageModel.step_terms`).
+
+    Attributes:
+        batch: The batch after ``prepare`` and the batch-stage plugins.
+        outputs: The backbone's outputs.
+        result: The objective's output (its unweighted loss, count, metrics).
+        terms: Every term of the loss by log name (``causal_lm``, ``l2_penalty``, ``r_drop/kl``...): the
+            objective's, weighted by the plugins' ``objective_weight``, and each plugin's.
+        metrics: What plugins returned beside their terms, by log name (``adversarial_debiasing/accuracy``).
+    """
+
+    batch: dict[str, Tensor]
+    outputs: Any
+    result: ObjectiveOutput
+    terms: dict[str, Tensor]
+    metrics: dict[str, Tensor]
+
+
+def named_terms(plugin: Plugin, value: Tensor | dict[str, Tensor] | LossOutput | None
+                ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """A ``loss`` hook's return value as ``(terms, metrics)`` by log name (``<plugin>`` or ``<plugin>/<key>``)."""
+    metrics: dict[str, Tensor] = {}
+    if isinstance(value, LossOutput):
+        metrics = {f"{plugin.name}/{k}": v for k, v in value.metrics.items()}
+        value = value.terms
     if value is None:
-        return {}
-    terms = {f"{plugin.name}/{k}": v for k, v in value.items()} if isinstance(value, dict) else {plugin.name: value}
-    for name, term in terms.items():
-        if not isinstance(term, Tensor) or term.ndim != 0:
-            shape = tuple(term.shape) if isinstance(term, Tensor) else type(term).__name__
-            raise TypeError(
-                f"{type(plugin).__name__}.loss must return a scalar tensor (or a dict of them), got {shape} for "
-                f"loss/{name}. Reduce the term (e.g. .mean()) in the plugin {describe(plugin)}."
-            )
-    return terms
+        terms: dict[str, Tensor] = {}
+    elif isinstance(value, dict):
+        terms = {f"{plugin.name}/{k}": v for k, v in value.items()}
+    else:
+        terms = {plugin.name: value}
+    for kind, named in (("loss", terms), ("metric", metrics)):
+        for name, term in named.items():
+            if not isinstance(term, Tensor) or term.ndim != 0:
+                shape = tuple(term.shape) if isinstance(term, Tensor) else type(term).__name__
+                raise TypeError(
+                    f"{type(plugin).__name__}.loss must return a scalar tensor (or a dict or LossOutput of them), got "
+                    f"{shape} for {kind}/{name}. Reduce the term (e.g. .mean()) in the plugin {describe(plugin)}."
+                )
+    return terms, metrics
 
 
 def _tokenizer_config(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

@@ -18,14 +18,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
-from lmforge.core.plugins import Objective, Plugin, class_names, metadata_problems, objective_task
+from lmforge.core.hooks import STAGE_OF
+from lmforge.core.plugins import Objective, Plugin, class_names, declared, metadata_problems, objective_task
 from lmforge.core.registry import RECIPE_KEYS, describe, registry
 
-#: The stage at which each hook runs (see `lmforge.core.plugins`).
-HOOK_STAGES = {
-    "process_text": "data", "sample_weights": "data", "setup": "model", "build_backbone_config": "model",
-    "prepare": "batch", "process_batch": "batch", "compute": "loss", "loss": "loss",
-}
 #: How a recipe provides the requirements the host knows (see ``Plugin.requires``); any other name must come
 #: from a plugin's ``provides``.
 REQUIREMENT_HINTS = {
@@ -79,7 +75,7 @@ def hook_guard(plugin: Plugin, hook: str) -> Iterator[None]:
     except PluginError:
         raise
     except Exception as exc:
-        stage = HOOK_STAGES.get(hook, "")
+        stage = STAGE_OF.get(hook, "")
         message = (f"Plugin {describe(plugin)} failed in {hook}{f' ({stage} stage)' if stage else ''}: "
                    f"{type(exc).__name__}: {exc}")
         raise plugin_error(exc, message) from exc
@@ -171,16 +167,18 @@ def run_order(plugins: Sequence[Plugin]) -> list[Plugin]:
         PluginCompatibilityError: the declarations form a cycle; the message names its plugins.
     """
     plugins = list(plugins)
-    if not any(p.runs_after or p.runs_before for p in plugins):
+    after = [declared(p, "runs_after") for p in plugins]
+    before_ = [declared(p, "runs_before") for p in plugins]
+    if not any(after) and not any(before_):
         return plugins
     before: dict[int, list[tuple[int, str]]] = {i: [] for i in range(len(plugins))}  # i -> (j, reason): j before i
     for i, a in enumerate(plugins):
         for j, b in enumerate(plugins):
             if i == j:
                 continue
-            if _matches(b, a.runs_after):
+            if _matches(b, after[i]):
                 before[i].append((j, f"{type(a).__name__}.runs_after names {type(b).__name__}"))
-            if _matches(a, b.runs_before):
+            if _matches(a, before_[j]):
                 before[i].append((j, f"{type(b).__name__}.runs_before names {type(a).__name__}"))
     order: list[int] = []
     state: dict[int, str] = {}

@@ -1,37 +1,25 @@
-"""The five plugin kinds and the hooks the core calls on them.
+"""The plugin kinds and the hooks the core calls on them.
 
 Every plugin is an ``nn.Module`` owned by the `LanguageModel`, so its
 parameters, buffers and ``get_extra_state`` are trained, checkpointed and
 moved to the device with the model. A plugin implements only the hooks it
-needs; the core calls a hook only on plugins that override it.
+needs; the core calls a hook only on plugins that override it. The kinds and
+hooks are declared once, in `lmforge.core.hooks`; this table is made from it:
 
-Hooks and the stage at which they run, in the order of one run:
+{HOOK_TABLE}
 
-=====================  ==========  ===============================================
-hook                   stage       called by / when
-=====================  ==========  ===============================================
-``process_text``       data        the DataModule, once per dataset, before
-                                   tokenization, in pipeline order (bias
-                                   mitigators, then augmenters); training split
-                                   only unless the plugin lists more ``splits``
-``sample_weights``     data        the DataModule, on the processed training
-                                   documents; non-None weights drive a weighted
-                                   sampler
-``bind_data``          model       objective only: ``configure_model``, first,
-                                   with the attached DataModule (label names)
-``build_backbone_      model       objective only: before the backbone is built,
-config``                           on its HF config (``num_labels``)
-``setup``              model       ``LanguageModel.configure_model``, once the
-                                   backbone exists (reconfigure it, create
-                                   parameters that depend on its size, load a
-                                   teacher)
-``process_batch``      batch       every training step, on the device, after the
-                                   objective prepared the batch
-``loss``               loss        every training step, after the forward pass;
-                                   returns the plugin's term(s) of the loss
-``update_epoch_        eval        objective only: every validation/test batch,
-metrics``                          on the metrics of ``epoch_metrics``
-=====================  ==========  ===============================================
+A hook's full contract is its docstring below. Data-stage hooks see rows, not
+the model; ``setup`` sees the host view (`Host`: tokenizer, backbone,
+objective, device); ``process_batch`` sees the prepared batch; ``loss`` sees
+a `StepContext`.
+
+Run order: at every stage, the host calls the plugins in one order, computed
+once when the model is built: recipe order (regularizers, augmenters, bias
+mitigators, the distiller, data filters), with a plugin moved only as far as
+its ``runs_after``/``runs_before`` demand. Those declarations are merged over a
+plugin's classes, and the kinds declare their own: data filters run before bias
+mitigators and augmenters, and augmenters after bias mitigators, so that data
+is redacted, filtered and rewritten before it is augmented.
 
 An exception from any hook stops the run with an error that names the plugin,
 its recipe key and its distribution (`lmforge.core.plugin_checks`), keeping
@@ -39,16 +27,30 @@ the exception's type.
 
 Metadata: class attributes a plugin declares and the host checks in
 ``LanguageModel.__init__``, before any data is read (see `Plugin`):
-``supported_objectives``, ``requires``/``provides``, ``runs_after``/
-``runs_before`` and ``conflicts_with``. Where they name plugins or
-objectives, a name matches a class whose own name, or one of whose base
-classes' names, it is (``"CausalLM"`` matches CausalLM and its subclasses).
+``splits``, ``supported_objectives``, ``requires``/``provides``,
+``runs_after``/``runs_before``, ``conflicts_with`` and ``objective_weight``.
+Where they name plugins or objectives, a name matches a class whose own name,
+or one of whose base classes' names, it is (``"CausalLM"`` matches CausalLM
+and its subclasses; ``"BiasMitigator"`` matches every bias mitigator).
+
+Changes in lmforge 0.2 (the old forms work until 0.3, with a
+``DeprecationWarning``; docs/plugins.md has the migration):
+
+- ``StepContext.model`` (the whole LightningModule) gives way to
+  ``ctx.objective``, ``ctx.step``, ``ctx.scored_mask``, ``ctx.scored_logits()``
+  and ``ctx.forward``.
+- ``setup`` receives the host view; attributes of the LightningModule beyond
+  it (``model.log``, ``model.trainer``...) are deprecated.
+- ``loss`` may return a `LossOutput` to log metrics beside its terms, instead
+  of calling ``model.log``: the ``loss/*`` terms then add up to ``loss/total``.
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -56,10 +58,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 import torch
 from torch import Tensor, nn
 
+from lmforge.core.hooks import HOOKS, KIND_BY_NAME, KINDS, hook_table, hooks_for
+
 if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedTokenizerBase
     from transformers.modeling_outputs import ModelOutput
+
+__doc__ = __doc__.replace("{HOOK_TABLE}", hook_table())
 
 Batch = dict[str, Tensor]
 Examples = dict[str, list[Any]]
@@ -73,44 +79,119 @@ def snake_case(name: str) -> str:
 
 
 class Host(Protocol):
-    """What a plugin sees of the model that owns it: ``setup``'s argument (and ``StepContext.model``).
-
-    `lmforge.core.module.LanguageModel` is the host; a plugin relies on these attributes only.
+    """What a plugin sees of the model that owns it, in ``setup``.
 
     Attributes:
         tokenizer: The run's tokenizer (a ``transformers`` fast tokenizer).
-        backbone: The HF model, built (``setup`` runs after ``configure_model`` created it).
+        backbone: The HF model, built (``setup`` runs once ``configure_model`` created it).
         objective: The recipe's objective plugin.
         device: Where the backbone's parameters are.
-        global_step: Optimizer steps taken so far.
     """
 
     tokenizer: PreTrainedTokenizerBase
     backbone: nn.Module
     objective: Objective
     device: torch.device
-    global_step: int
+
+
+class HostView:
+    """The `Host` a plugin's ``setup`` receives: the documented attributes, read from the model that owns the
+    plugins. Other attributes of that LightningModule still resolve, with a ``DeprecationWarning``, until 0.3."""
+
+    _VIEW = ("tokenizer", "backbone", "objective", "device")
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        if name in HostView._VIEW:
+            return getattr(self._model, name)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        warnings.warn(
+            f"a plugin's setup read host.{name}, which is not part of the host view ({', '.join(HostView._VIEW)}); "
+            "it works until lmforge 0.3. See docs/plugins.md, 'Migrating to lmforge 0.2'.",
+            DeprecationWarning, stacklevel=2)
+        return getattr(self._model, name)
 
 
 @dataclass
+class LossOutput:
+    """What a ``loss`` hook returns when it has metrics to log beside its terms.
+
+    Attributes:
+        terms: The plugin's term(s) of the loss: a scalar (``loss/<name>``), a dict of named
+            scalars (``loss/<name>/<key>``), or None. Every term is added to the training loss.
+        metrics: Values to log that are not terms of the loss (an adversary's own loss or
+            accuracy), as ``metric/<name>/<key>``; detached, never added to the loss.
+    """
+
+    terms: Tensor | dict[str, Tensor] | None = None
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
 class StepContext:
     """What a ``loss`` hook sees of one training step.
 
     Attributes:
         batch: The batch after the objective's ``prepare`` and the batch-stage
             plugins (``input_ids``, ``attention_mask``, ``labels``, ...).
-        outputs: The backbone's output for ``batch``: ``logits`` (B, T, V) and,
-            when a plugin sets ``needs_hidden_states``, ``hidden_states``.
+        outputs: The backbone's output for ``batch``: ``logits`` (B, T, V) or (B, C)
+            and, when a plugin sets ``needs_hidden_states``, ``hidden_states``.
+        objective: The recipe's objective.
         objective_loss: The objective's term of the loss, before weighting.
-        model: The model that owns the plugins (`Host`); ``model.backbone`` is the HF model.
-        forward: Runs the backbone again on a batch (R-Drop's second pass).
+        scored_mask: (B, T) bool: the positions whose predictions the objective's loss
+            scores (``Objective.scored_mask``): a loss over hidden states or any other
+            per-position tensor uses it to count exactly those positions.
+        step: Optimizer steps taken so far.
+        backbone: The HF model (read its parameters; run it again through ``forward``).
+        forward: Runs the backbone again on a batch (R-Drop's second pass), returning
+            outputs like ``outputs``.
     """
 
-    batch: Batch
-    outputs: ModelOutput
-    objective_loss: Tensor
-    model: Host
-    forward: Callable[[Batch], ModelOutput] = field(repr=False)
+    def __init__(self, batch: Batch, outputs: ModelOutput, objective_loss: Tensor,
+                 objective: Objective | None = None, forward: Callable[[Batch], ModelOutput] | None = None,
+                 step: int = 0, backbone: nn.Module | None = None, scored_mask: Tensor | None = None,
+                 model: Any = None) -> None:
+        if objective is not None and not isinstance(objective, Objective):  # 0.1: StepContext(batch, out, loss, model)
+            model, objective = objective, None
+        if objective is None and model is not None:
+            warnings.warn("StepContext(model=...) is deprecated: pass objective=, step=, backbone= and forward=; "
+                          "see docs/plugins.md, 'Migrating to lmforge 0.2'.", DeprecationWarning, stacklevel=2)
+            objective, step = model.objective, int(getattr(model, "global_step", 0))
+            backbone = getattr(model, "backbone", None)
+        if objective is None:
+            raise TypeError("StepContext needs objective= (the recipe's objective)")
+        self.batch, self.outputs, self.objective_loss = batch, outputs, objective_loss
+        self.objective, self.forward, self.step, self.backbone = objective, forward, step, backbone
+        self._scored_mask = scored_mask
+        self._model = model
+
+    @property
+    def scored_mask(self) -> Tensor:
+        if self._scored_mask is None:  # computed when a plugin first asks: most steps need none
+            self._scored_mask = self.objective.scored_mask(self.batch)
+        return self._scored_mask
+
+    def scored_logits(self, logits: Tensor | None = None) -> Tensor:
+        """The (N, V) rows of ``logits`` (default: this step's ``outputs.logits``) that the loss scores, one per
+        target, in the order of ``scored_mask`` (`Objective.scored_logits`)."""
+        return self.objective.scored_logits(self.outputs.logits if logits is None else logits, self.batch)
+
+    @property
+    def model(self) -> Any:
+        """Deprecated: the LightningModule itself. Use ``objective``, ``step``, ``backbone``, ``forward`` and
+        ``scored_mask``; return a `LossOutput` to log metrics."""
+        warnings.warn("StepContext.model is deprecated and goes in lmforge 0.3: use ctx.objective, ctx.step, "
+                      "ctx.backbone, ctx.forward, ctx.scored_mask or ctx.scored_logits(), and return a LossOutput "
+                      "to log metrics. See docs/plugins.md, 'Migrating to lmforge 0.2'.", DeprecationWarning,
+                      stacklevel=2)
+        if self._model is None:
+            raise AttributeError("this StepContext was built without a model")
+        return self._model
+
+    def __repr__(self) -> str:
+        return f"StepContext(batch={sorted(self.batch)}, step={self.step}, objective={type(self.objective).__name__})"
 
 
 class Plugin(nn.Module):
@@ -121,8 +202,8 @@ class Plugin(nn.Module):
     """
 
     kind: ClassVar[str] = ""
-    #: Splits that ``process_text`` applies to. Augmenters ignore anything but
-    #: ``train`` whatever they declare.
+    #: Splits that ``process_text`` applies to (``train``, ``val``, ``test``).
+    #: A kind may restrict them: augmenters process the training split only.
     splits: ClassVar[tuple[str, ...]] = ("train",)
     #: Set to True when ``loss`` reads ``ctx.outputs.hidden_states``; the
     #: forward pass only returns hidden states when a plugin asks for them
@@ -148,10 +229,12 @@ class Plugin(nn.Module):
     requires: ClassVar[frozenset[str]] = frozenset()
     #: What the plugin makes available to other plugins (names in their ``requires``).
     provides: ClassVar[frozenset[str]] = frozenset()
-    #: Plugins (by class name) that must run before this one at every stage
-    #: where both run (``process_text``, ``process_batch``, ``loss``). The host
-    #: keeps recipe order and moves a plugin only as far as these demand; a
-    #: cycle is refused naming the plugins. Names not in the recipe are ignored.
+    #: Plugins (by class name, or a base class's name such as a kind's) that
+    #: must run before this one at every stage where both run (``process_text``,
+    #: ``process_batch``, ``loss``). The host keeps recipe order and moves a
+    #: plugin only as far as these demand; a cycle is refused naming the
+    #: plugins. Names not in the recipe are ignored. Merged with the
+    #: declarations of the plugin's base classes (see `declared`).
     runs_after: ClassVar[tuple[str, ...]] = ()
     #: Plugins (by class name) that must run after this one; see ``runs_after``.
     runs_before: ClassVar[tuple[str, ...]] = ()
@@ -166,10 +249,15 @@ class Plugin(nn.Module):
         """Model stage: called once the backbone (``model.backbone``) is built.
 
         Create parameters whose shapes depend on the backbone here, so that the
-        optimizer and sharded strategies see them.
+        optimizer and sharded strategies see them; reconfigure the backbone;
+        load a teacher.
+
+        Args:
+            model: The host view: ``tokenizer``, ``backbone`` (the HF model),
+                ``objective`` and ``device``.
         """
 
-    def process_text(self, examples: Examples, rng: random.Random) -> Examples:
+    def process_text(self, examples: Examples, rng: random.Random, split: str = "train") -> Examples:
         """Data stage: rewrite, add or drop raw examples before tokenization.
 
         Args:
@@ -177,12 +265,25 @@ class Plugin(nn.Module):
             rng: The only source of randomness to use; it is seeded from the
                 run's seed, the plugin's position and the batch's position, so
                 the processed dataset is the same on every run and rank.
+            split: The split being processed (``train``, ``val``, ``test``).
+                Optional, as in pluggy: the host passes it only to an
+                implementation that declares it.
 
         Returns:
             Columns of equal length; the number of rows may differ from the
             input's (augmented copies, filtered rows).
         """
         return examples
+
+    def data_report(self) -> dict[str, float] | None:
+        """Data stage: what ``process_text`` counted since the last call (redactions by type, documents
+        dropped), as figures by name; None for nothing to report.
+
+        The host calls it once after each split's ``process_text`` pass and keeps the figures with the
+        dataset cache, so a split read from the cache reports the same figures. They are saved with the run
+        (``data_report.json``) and logged as ``data/<split>/<plugin>/<name>``.
+        """
+        return None
 
     def sample_weights(self, examples: datasets.Dataset) -> Sequence[float] | None:
         """Data stage: sampling weights for the processed training documents.
@@ -202,12 +303,20 @@ class Plugin(nn.Module):
         """
         return batch
 
-    def loss(self, ctx: StepContext) -> Tensor | dict[str, Tensor] | None:
+    def loss(self, ctx: StepContext) -> Tensor | dict[str, Tensor] | LossOutput | None:
         """Loss stage: this plugin's term of the training loss.
+
+        Args:
+            ctx: The step: batch, outputs, objective and its unweighted loss,
+                the scored positions (``ctx.scored_mask``, ``ctx.scored_logits()``),
+                the step number and ``ctx.forward``.
 
         Returns:
             A scalar (logged as ``loss/<name>``), a dict of named scalars
-            (logged as ``loss/<name>/<key>``, each added to the loss) or None.
+            (logged as ``loss/<name>/<key>``, each added to the loss), a
+            `LossOutput` (terms plus metrics logged as ``metric/<name>/<key>``,
+            not added to the loss) or None. The logged ``loss/*`` terms add
+            up to ``loss/total``.
         """
         return None
 
@@ -289,22 +398,39 @@ class Objective(Plugin):
         """Loss stage: the objective's loss and metrics from the forward pass."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute().")
 
+    def scored_mask(self, batch: Batch) -> Tensor:
+        """Loss stage: (B, T) bool, the positions whose predictions the loss scores.
+
+        The default marks the positions whose ``labels`` are not -100 when the labels are per token
+        (masked LM, token classification), and every attended position otherwise (a sequence-level
+        objective reads the whole sequence). A causal objective overrides it: position t predicts
+        the label at t+1.
+
+        Args:
+            batch: The prepared batch (with ``labels``).
+        """
+        ids = batch["input_ids"]
+        labels = batch.get("labels")
+        if labels is not None and labels.shape == ids.shape:
+            return labels != -100
+        mask = batch.get("attention_mask")
+        return mask.bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
+
     def scored_logits(self, logits: Tensor, batch: Batch) -> Tensor:
         """Loss stage: the rows of ``logits`` that the loss scores, one per target, as (N, V).
 
         Plugins that compare two output distributions (R-Drop, logit distillation) use it so that they
-        count exactly the positions the objective predicts. The default pairs the logits at a position
-        with ``labels`` at the same position and keeps those whose label is not -100 (masked LM,
-        classification); a causal objective overrides it to pair position t with the label at t+1.
+        count exactly the positions the objective predicts: per-position logits (B, T, V) are taken at
+        ``scored_mask``; sequence-level logits (B, V) are all scored.
 
         Args:
             logits: (B, T, V) or (B, V) scores from the backbone for ``batch``.
             batch: The prepared batch (with ``labels``).
         """
-        labels = batch.get("labels")
-        if labels is None or labels.shape != logits.shape[:-1]:
-            return logits.reshape(-1, logits.shape[-1])
-        return logits[labels != -100]
+        if logits.ndim == 2:  # one row per example: all scored, but for ignored examples' labels
+            labels = batch.get("labels")
+            return logits[labels != -100] if labels is not None and labels.shape == logits.shape[:-1] else logits
+        return logits[self.scored_mask(batch)]
 
     def bind_data(self, datamodule: Any | None) -> None:
         """Model stage, first thing in ``configure_model``: read what the data defines.
@@ -347,11 +473,13 @@ class Regularizer(Plugin):
 class Augmenter(Plugin):
     """Changes training text (``process_text``) or tokens (``process_batch``).
 
-    Augmenters touch the training split only; the core never passes them the
-    validation or test split.
+    Augmenters touch the training split only (their ``splits`` may name no
+    other), and run after the bias mitigators, so that data is filtered and
+    rewritten before it is augmented.
     """
 
     kind: ClassVar[str] = "augmenter"
+    runs_after: ClassVar[tuple[str, ...]] = ("BiasMitigator",)
 
 
 class BiasMitigator(Plugin):
@@ -360,6 +488,19 @@ class BiasMitigator(Plugin):
     (``loss``)."""
 
     kind: ClassVar[str] = "bias_mitigator"
+
+
+class DataFilter(Plugin):
+    """Finds and redacts, or drops, documents before tokenization (``process_text``), on every split, and
+    reports what it did (``data_report``): personal data, unsafe or duplicate text.
+
+    Data filters run first at the data stage, before bias mitigators and augmenters, so that no other plugin
+    (counterfactual augmentation, say) copies what they remove.
+    """
+
+    kind: ClassVar[str] = "data_filter"
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    runs_before: ClassVar[tuple[str, ...]] = ("BiasMitigator", "Augmenter")
 
 
 class Distiller(Plugin):
@@ -372,19 +513,43 @@ class Distiller(Plugin):
     provides: ClassVar[frozenset[str]] = frozenset({"teacher"})
 
 
-KIND_BASES: dict[str, type[Plugin]] = {
-    "objective": Objective,
-    "regularizer": Regularizer,
-    "augmenter": Augmenter,
-    "bias_mitigator": BiasMitigator,
-    "distiller": Distiller,
-}
+#: kind -> its base class (the kinds are declared in `lmforge.core.hooks`)
+KIND_BASES: dict[str, type[Plugin]] = {kind.name: globals()[kind.base] for kind in KINDS}
 
 
-def overrides(plugin: Plugin, hook: str) -> bool:
-    """Whether ``plugin`` implements ``hook`` rather than inheriting the no-op."""
-    return getattr(type(plugin), hook) is not getattr(Plugin, hook)
+def overrides(plugin: Plugin | type[Plugin], hook: str) -> bool:
+    """Whether ``plugin`` implements ``hook`` rather than inheriting its kind's default."""
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    base = Objective if issubclass(cls, Objective) else Plugin
+    found = getattr(cls, hook, None)
+    # A hook the kind's base does not define (an objective's hook on a regularizer) is implemented when defined.
+    return callable(found) and found is not getattr(base, hook, None)
 
+
+def call_hook(method: Callable[..., Any], *arguments: Any, **optional: Any) -> Any:
+    """Call a hook implementation with its required ``arguments`` and those ``optional`` ones it declares, as
+    pluggy does: an optional hook argument (``process_text``'s ``split``) reaches only implementations that
+    name it, so implementations written before it existed keep working."""
+    parameters = inspect.signature(method).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        optional = {k: v for k, v in optional.items() if k in parameters}
+    return method(*arguments, **optional)
+
+
+def implemented_hooks(plugin: Plugin | type[Plugin]) -> list[str]:
+    """The hooks (`lmforge.core.hooks.HOOKS`) ``plugin`` implements, in run order."""
+    return [hook.name for hook in HOOKS if overrides(plugin, hook.name)]
+
+
+def declared(plugin: Plugin | type[Plugin], attr: str) -> tuple[str, ...]:
+    """``runs_after`` or ``runs_before`` as declared by the plugin's class and its base classes, in that order."""
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    names: list[str] = []
+    for c in cls.__mro__:
+        for name in vars(c).get(attr, ()):
+            if name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 def objective_task(objective: Objective | type[Objective]) -> str:
@@ -431,6 +596,16 @@ def metadata_problems(cls: type[Plugin]) -> list[str]:
             problems.append(f"{attr} names the plugin itself ({cls.__name__!r})")
     if not _is_names(cls.splits) or not set(cls.splits) <= {"train", "val", "test"}:
         problems.append(f"splits must be a tuple of 'train', 'val' and 'test', got {cls.splits!r}")
+    elif cls.kind == "augmenter" and set(cls.splits) != {"train"}:
+        problems.append(f"splits must be ('train',) for an augmenter (augmenters touch the training split only), "
+                        f"got {cls.splits!r}; a plugin that rewrites validation data is a bias mitigator")
+    kind = KIND_BY_NAME.get(cls.kind)
+    if kind is not None:
+        allowed = {hook.name for hook in hooks_for(kind.name)}
+        wrong = [hook for hook in implemented_hooks(cls) if hook not in allowed]
+        if wrong:
+            problems.append(f"implements {', '.join(wrong)}, which a {kind.name.replace('_', ' ')} may not "
+                            "(see lmforge.core.hooks.HOOKS)")
     return problems
 
 

@@ -39,8 +39,9 @@ def test_show_prints_metadata_hooks_arguments_and_a_recipe_snippet(capsys):
     assert code == 0
     assert out.startswith("TokenNoise  (augmenter, from lmforge 0.1.0)\nclass: "
                           "lmforge.plugins.augmenters.token_noise.TokenNoise\n")
-    assert "objectives: any" in out
-    assert "  process_batch         batch stage: every training step, on the device" in out
+    assert out.count("objectives:") == 1 and "objectives: any" in out
+    # The hooks' stages and times come from the one hook table.
+    assert "  process_batch         batch stage: every training step, on the device, after prepare, in run order" in out
     assert "  setup                 model stage" in out and "process_text" not in out
     assert "  replace_probability: float = 0.1\n      Share of tokens replaced by a random regular token." in out
     snippet = out.split("in a recipe:\n", 1)[1]
@@ -48,6 +49,19 @@ def test_show_prints_metadata_hooks_arguments_and_a_recipe_snippet(capsys):
     assert recipe == {"model": {"augmenters": [{"class_path": "TokenNoise", "init_args": {
         "replace_probability": 0.1, "mask_probability": 0.0, "delete_probability": 0.0}}]}}
     assert "Args:" not in out  # the docstring's argument section is shown as the argument list instead
+
+
+def test_show_names_the_supported_objectives_once():
+    from lmforge.core.plugins import Regularizer
+    from lmforge.core.registry import PluginInfo
+
+    class CausalOnly(Regularizer):
+        """A regularizer for causal LMs."""
+
+        supported_objectives = ("causal_lm",)
+
+    text = describe_plugin(PluginInfo("regularizer", "CausalOnly", "somewhere", "1.0", cls=CausalOnly))
+    assert text.count("objectives:") == 1 and "objectives: causal_lm" in text
 
 
 def test_show_of_an_objective_and_of_a_required_argument():

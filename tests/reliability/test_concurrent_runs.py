@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from reliability_kit import digests, lmforge, tiny_project, write_docs
+from reliability_kit import digests, lmforge, tiny_project
+from tiny import write_corpus
 
 from lmforge.core.checkpoint import file_digest, recorded_digests
 from lmforge.core.data.text import TextData
@@ -129,8 +130,8 @@ def text_data(tmp_path: Path) -> TextData:
 
 @pytest.fixture
 def filled(tmp_path: Path) -> tuple[Path, list[int]]:
-    write_docs(tmp_path / "train.txt", 200, seed=1)
-    write_docs(tmp_path / "val.txt", 30, seed=2)
+    write_corpus(tmp_path / "train.txt", 200, seed=1)
+    write_corpus(tmp_path / "val.txt", 30, seed=2)
     data = text_data(tmp_path)
     data.prepare_data()
     return tmp_path, data.datasets["val"].blocks.flatten().tolist()
@@ -175,8 +176,8 @@ def test_a_damaged_row_scan_is_scanned_again(filled, caplog) -> None:
 
 
 def test_concurrent_tokenizer_training_leaves_one_whole_entry(tmp_path: Path) -> None:
-    write_docs(tmp_path / "train.txt", 200, seed=1)
-    write_docs(tmp_path / "val.txt", 30, seed=2)
+    write_corpus(tmp_path / "train.txt", 200, seed=1)
+    write_corpus(tmp_path / "val.txt", 30, seed=2)
     script = ("import sys; sys.path.insert(0, sys.argv[2]); from pathlib import Path; "
               "from test_concurrent_runs import text_data; d = text_data(Path(sys.argv[1])); d.prepare_data(); "
               "print(d.tokenizer.backend_tokenizer.to_str()[:64])")

@@ -102,7 +102,7 @@ FILL_SCRIPT = textwrap.dedent("""
     from lightning.pytorch import Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
     sys.path.insert(0, sys.argv[3])
-    from reliability_kit import write_docs
+    from tiny import write_corpus
     from lmforge.core.backbone import Backbone
     from lmforge.core.data.text import TextData
     from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
@@ -111,7 +111,7 @@ FILL_SCRIPT = textwrap.dedent("""
     from lmforge.runtime.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 
     root, disk = Path(sys.argv[1]), Path(sys.argv[2])
-    write_docs(root / "train.txt", 120, seed=1)
+    write_corpus(root / "train.txt", 120, seed=1)
     data = TextData(train=str(root / "train.txt"), val=str(root / "train.txt"), block_size=32, batch_size=4,
                     tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), cache_dir=str(root / "cache"),
                     seed=0)
@@ -132,7 +132,7 @@ FILL_SCRIPT = textwrap.dedent("""
 def test_a_full_disk_while_checkpointing_keeps_every_earlier_checkpoint(tmp_path: Path, small_disk: Path) -> None:
     script = tmp_path / "fill.py"
     script.write_text(FILL_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(small_disk), str(Path(__file__).parent)],
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(small_disk), str(Path(__file__).parent.parent)],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -25,7 +25,8 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from reliability_kit import digests, lmforge, write_docs
+from reliability_kit import digests, lmforge
+from tiny import write_corpus
 
 from lmforge.core.backbone import Backbone
 from lmforge.core.data.text import TextData
@@ -142,7 +143,7 @@ BROKEN = Backbone(architecture="gpt2", config={**GPT2, "layer_norm_epsilon": -1.
 
 
 def make_data(root: Path) -> TextData:
-    write_docs(root / "train.txt", 150, seed=1)
+    write_corpus(root / "train.txt", 150, seed=1)
     return TextData(train=str(root / "train.txt"), val=str(root / "train.txt"), block_size=32, batch_size=4,
                     tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), cache_dir=str(root / "cache"),
                     seed=0)

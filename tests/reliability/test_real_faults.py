@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_kit import digests, tiny_project, write_docs
+from reliability_kit import digests, tiny_project
+from tiny import write_corpus
 
 from lmforge.core.checkpoint import file_digest, recorded_digests
 from lmforge.core.data.files import DataFileError
@@ -122,7 +123,7 @@ def test_sigterm_during_fit_saves_a_whole_checkpoint_that_resumes(tmp_path: Path
 
 
 def test_a_data_file_written_while_it_is_read_is_not_trusted(tmp_path: Path) -> None:
-    corpus = write_docs(tmp_path / "train.txt", 3000, seed=1)
+    corpus = write_corpus(tmp_path / "train.txt", 3000, seed=1)
     stop = threading.Event()
 
     def append() -> None:  # another program still writing the corpus

@@ -91,7 +91,8 @@ class TeacherCheck(Callback):
         self.found = {"wrapper": type(trainer.strategy.model).__name__,
                       "teacher_in_optimizer": len(teacher & optimized), "teacher_in_wrapped_module": len(teacher & wrapped),
                       "teacher_training": module.distiller._teacher.model.training,
-                      "terms": sorted(k for k in trainer.callback_metrics if k.startswith("loss/"))}
+                      "terms": sorted(k for k in trainer.callback_metrics
+                                     if k.startswith(("loss/", "metric/adversarial_debiasing/")))}
 
 
 class Losses(Callback):

@@ -39,7 +39,7 @@ def _rank(rank: int, port: int, out: str) -> None:
             for layer in model:
                 fully_shard(layer, mesh=mesh)
             fully_shard(model, mesh=mesh)
-            value = plugin.loss(SimpleNamespace(model=SimpleNamespace(backbone=model)))
+            value = plugin.loss(SimpleNamespace(backbone=model))  # what a loss hook reads of the step: ctx.backbone
             value.backward()
             grads = {n: p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
             results[type(plugin).__name__] = (float(value), grads)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import random
@@ -36,7 +37,7 @@ from lmforge.core.data.tokenizer import (
     training_cache_key,
 )
 from lmforge.core.plugin_checks import hook_guard
-from lmforge.core.plugins import Augmenter, Plugin, overrides
+from lmforge.core.plugins import Plugin, call_hook, overrides
 
 if TYPE_CHECKING:
     import datasets
@@ -124,6 +125,8 @@ class BaseTextData(LightningDataModule):
         self.max_document_chars: int | None = None
         self.skip_bad_lines = False
         self.train_weights: torch.Tensor | None = None
+        #: Per split, each data-stage plugin's ``data_report`` figures (saved with the run as data_report.json).
+        self.data_reports: dict[str, dict[str, dict[str, float]]] = {}
         self._resume_batches = 0
 
     @property
@@ -147,15 +150,23 @@ class BaseTextData(LightningDataModule):
             self.save_with_run(run_dir)
 
     def _run_dir(self, stage: str | None) -> Path | None:
-        """The run directory on the rank that writes it (global zero, fitting, with a logger)."""
+        """The run directory on the rank that writes it (global zero, fitting, with a logger).
+
+        ``Trainer.log_dir`` is a collective (it broadcasts rank 0's directory), so every rank reads it and
+        only rank 0 keeps it: read on rank 0 alone, it pairs with the next collective of the other ranks
+        and a distributed run hangs.
+        """
         trainer = self.trainer
-        if stage == "fit" and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
-            return Path(trainer.log_dir)
-        return None
+        if stage != "fit" or trainer is None or trainer.logger is None:
+            return None
+        log_dir = trainer.log_dir  # every rank: a collective
+        return Path(log_dir) if trainer.is_global_zero and log_dir is not None else None
 
     def save_with_run(self, run_dir: Path) -> None:
-        """Write what the run keeps besides its checkpoints (the tokenizer)."""
+        """Write what the run keeps besides its checkpoints: the tokenizer, and the data-stage plugins' reports."""
         self.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        if self.data_reports:
+            (run_dir / "data_report.json").write_text(json.dumps(self.data_reports, indent=2), encoding="utf-8")
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the current epoch (batches this rank has trained on), saved in checkpoints."""
@@ -207,12 +218,24 @@ class BaseTextData(LightningDataModule):
         """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
 
         The run's record (`lmforge.runtime.observe.RunConfig`) fingerprints them. Subclasses set
-        ``train_files`` and ``val_files``.
+        ``train_files``, ``val_files`` and ``test_files``.
         """
         files = {"data.train": resolve_files(self.train_files, "data.train")}
         if self.val_files is not None:
             files["data.val"] = resolve_files(self.val_files, "data.val")
+        if getattr(self, "test_files", None) is not None:
+            files["data.test"] = resolve_files(self.test_files, "data.test")
         return files
+
+    def check_files(self) -> None:
+        """Every split's files exist (globs match): a missing file is named with its key before anything runs."""
+        self.data_files()
+
+    def reads_test_split(self) -> bool:
+        """Whether this run reads ``data.test``: it is given, and the trainer tests (or there is no trainer)."""
+        if getattr(self, "test_files", None) is None:
+            return False
+        return self.trainer is None or self.trainer.state.fn == "test"
 
     def _given_tokenizer(self) -> PreTrainedTokenizerBase | None:
         """The tokenizer that needs no training: ``tokenizer.path``'s, or the checkpoint's when validating,
@@ -249,18 +272,35 @@ class BaseTextData(LightningDataModule):
         for position, plugin in enumerate(plugins):
             if not overrides(plugin, "process_text"):
                 continue
-            splits = ("train",) if isinstance(plugin, Augmenter) else plugin.splits
-            if split not in splits:
+            if split not in plugin.splits:
                 continue
+            new_fingerprint = fingerprint(docs._fingerprint, plugin, self.seed, position, split)
             with hook_guard(plugin, "process_text"):
                 docs = map_repairing_cache(
-                    docs, _TextStage(plugin, self.seed, position), f"data.{split}", batched=True, with_indices=True,
-                    new_fingerprint=fingerprint(docs._fingerprint, plugin, self.seed, position),
-                    desc=f"{type(plugin).__name__} ({split})",
+                    docs, _TextStage(plugin, self.seed, position, split), f"data.{split}", batched=True,
+                    with_indices=True, new_fingerprint=new_fingerprint, desc=f"{type(plugin).__name__} ({split})",
                 )
+            if overrides(plugin, "data_report"):
+                self._collect_report(plugin, split, new_fingerprint)
             if len(docs) == 0:
                 raise ValueError(f"{type(plugin).__name__} left no {split} documents; check its settings.")
         return docs
+
+    def _collect_report(self, plugin: Plugin, split: str, key: str) -> None:
+        """The plugin's ``data_report`` for this split's pass, kept beside the dataset cache under the pass's
+        fingerprint: when the pass came from the cache (``process_text`` did not run), the kept report is it."""
+        path = self.cache_dir / "reports" / f"{key}.json"
+        with hook_guard(plugin, "data_report"):
+            report = plugin.data_report()
+        if report is not None and not path.exists():  # this pass ran now: keep its figures with the cache
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({k: float(v) for k, v in report.items()}), encoding="utf-8")
+            os.replace(tmp, path)
+        elif path.exists():
+            report = json.loads(path.read_text(encoding="utf-8"))
+        if report is not None:
+            self.data_reports.setdefault(split, {})[plugin.name] = {k: float(v) for k, v in report.items()}
 
     def _sample_weights(self, docs: datasets.Dataset, plugins: list[Plugin]) -> torch.Tensor | None:
         weights = None
@@ -284,14 +324,14 @@ class BaseTextData(LightningDataModule):
 class _TextStage:
     """Runs one plugin's ``process_text`` on a map batch with a batch-seeded ``random.Random``."""
 
-    def __init__(self, plugin: Plugin, seed: int, position: int) -> None:
-        self.plugin, self.seed, self.position = plugin, seed, position
+    def __init__(self, plugin: Plugin, seed: int, position: int, split: str) -> None:
+        self.plugin, self.seed, self.position, self.split = plugin, seed, position, split
 
     def __call__(self, examples: dict[str, list], indices: list[int]) -> dict[str, list]:
         first = indices[0] if indices else 0
         rng = random.Random(f"{self.seed}:{self.position}:{type(self.plugin).__name__}:{first}")
         try:
-            out = self.plugin.process_text(examples, rng)
+            out = call_hook(self.plugin.process_text, examples, rng, split=self.split)
         except KeyError as exc:  # a text plugin on data without its column (token-level data has no "text")
             if exc.args and exc.args[0] not in examples:
                 raise ValueError(

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lmforge.core.plugins import BiasMitigator, Host, StepContext
+from lmforge.core.plugins import BiasMitigator, Host, LossOutput, StepContext
 from lmforge.plugins.bias.wordlists import GENDER_TERMS, read_attribute_terms
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class AdversarialDebiasing(BiasMitigator):
         target[:, 0] = labels.masked_fill(labels < 0, -1)
         return torch.zeros_like(ids), target
 
-    def loss(self, ctx: StepContext) -> Tensor:
+    def loss(self, ctx: StepContext) -> LossOutput:
         batch = ctx.batch
         ids = batch["input_ids"]
         if "labels" in batch and batch["labels"].shape == ids.shape:
@@ -236,12 +236,11 @@ class AdversarialDebiasing(BiasMitigator):
         pooled, counts = segment_mean(hidden, segments, pool_mask)  # (B, T, H), (B, T)
         known = (target >= 0) & (counts > 0)
         if not bool(known.any()):  # no example with a single attribute: a zero that keeps the graph
-            return sum(p.sum() for p in self.adversary.parameters()) * 0.0 + hidden.sum() * 0.0
-        weight = self.current_weight(ctx.model.global_step)
+            return LossOutput(sum(p.sum() for p in self.adversary.parameters()) * 0.0 + hidden.sum() * 0.0)
+        weight = self.current_weight(ctx.step)
         logits = self.adversary(gradient_reversal(pooled[known], weight))  # (N, K)
         loss = F.cross_entropy(logits, target[known])
         accuracy = (logits.detach().argmax(-1) == target[known]).float().mean()
-        n = int(known.sum())
-        ctx.model.log("loss/adversary", loss.detach(), batch_size=n)
-        ctx.model.log("metric/adversary_accuracy", accuracy, batch_size=n)
-        return loss
+        # The term is the adversary's cross-entropy (loss/adversarial_debiasing); its accuracy is a metric
+        # (metric/adversarial_debiasing/accuracy): near chance once the encoder hides the attribute.
+        return LossOutput(loss, metrics={"accuracy": accuracy})

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.core.plugins import Distiller, Host, StepContext
-from lmforge.plugins.distillation.teacher import FrozenTeacher, TeacherDtype, load_teacher
+from lmforge.core.teacher import FrozenTeacher, TeacherDtype, load_teacher
 
 Metric = Literal["cosine", "mse"]
 
@@ -142,7 +142,7 @@ class HiddenStateDistillation(Distiller):
         return sorted(self.layer_map.items())
 
     def loss(self, ctx: StepContext) -> Tensor:
-        teacher = self._teacher(ctx.model.objective.model_inputs(ctx.batch), hidden_states=True)
+        teacher = self._teacher(ctx.objective.model_inputs(ctx.batch), hidden_states=True)
         student_states = [self.projection(ctx.outputs.hidden_states[s + 1]) for s, _ in self.pairs]
         teacher_states = [teacher.hidden_states[t + 1] for _, t in self.pairs]
         attention = ctx.batch.get("attention_mask")

@@ -24,12 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lmforge.core.plugins import Batch, Distiller, Host, StepContext
-from lmforge.plugins.distillation.teacher import FrozenTeacher, TeacherDtype, load_teacher
+from lmforge.core.plugins import Batch, Distiller, Host, StepContext, objective_task
+from lmforge.core.teacher import FrozenTeacher, TeacherDtype, load_teacher
 
 IGNORE_INDEX = -100
-#: The Auto class whose models predict token t+1 at position t (HF shifts labels inside them).
-CAUSAL_AUTO_MODEL = "AutoModelForCausalLM"
 
 
 def logit_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0,
@@ -124,7 +122,7 @@ class LogitDistillation(Distiller):
         self._causal = False
 
     def setup(self, model: Host) -> None:
-        self._causal = model.objective.auto_model == CAUSAL_AUTO_MODEL
+        self._causal = objective_task(model.objective) == "causal_lm"
         if self.masked_only and self._causal:
             raise ValueError(
                 f"LogitDistillation: masked_only must be false with the causal objective {type(model.objective).__name__} "
@@ -133,7 +131,7 @@ class LogitDistillation(Distiller):
         self._teacher = load_teacher(self.teacher, model, self.teacher_dtype)
 
     def loss(self, ctx: StepContext) -> Tensor:
-        teacher_logits = self._teacher(ctx.model.objective.model_inputs(ctx.batch)).logits
+        teacher_logits = self._teacher(ctx.objective.model_inputs(ctx.batch)).logits
         student_logits = ctx.outputs.logits
         mask = distillation_positions(ctx.batch, self._causal, self.masked_only) if student_logits.ndim == 3 else None
         return self.alpha * logit_distillation_loss(student_logits, teacher_logits, self.temperature, mask,

@@ -1,4 +1,5 @@
-"""Causal language modelling: predict each next token.
+"""Causal language modelling (Radford et al. 2018, "Improving Language Understanding by Generative
+Pre-Training"): predict each next token.
 
 Follows HF ``run_clm.py``: labels are the input ids and the shift happens in
 the loss, so position t predicts token t+1. Padding (``attention_mask == 0``)
@@ -57,9 +58,9 @@ class CausalLM(Objective):
             labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
         return {**batch, "labels": labels}
 
-    def scored_logits(self, logits: Tensor, batch: Batch) -> Tensor:
-        # Position t predicts the label at t + 1, as in `causal_lm_loss`.
-        return logits[:, :-1][batch["labels"][:, 1:] != IGNORE_INDEX]  # (N, V)
+    def scored_mask(self, batch: Batch) -> Tensor:
+        # Position t predicts the label at t + 1, as in `causal_lm_loss`; the last position predicts nothing.
+        return F.pad(batch["labels"][:, 1:] != IGNORE_INDEX, (0, 1), value=False)  # (B, T)
 
     def compute(self, outputs: Any, batch: Batch) -> ObjectiveOutput:
         loss, count = causal_lm_loss(outputs.logits, batch["labels"], self.label_smoothing)

@@ -149,4 +149,4 @@ class WeightPenalty(Regularizer):
             )
 
     def loss(self, ctx: StepContext) -> Tensor:
-        return self.weight * sharded_penalty(self.penalty, lookup(ctx.model.backbone, self.parameter_names))
+        return self.weight * sharded_penalty(self.penalty, lookup(ctx.backbone, self.parameter_names))

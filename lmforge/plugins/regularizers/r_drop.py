@@ -63,9 +63,7 @@ class RDrop(Regularizer):
 
     def loss(self, ctx: StepContext) -> Tensor:
         second = ctx.forward(ctx.batch)  # a different dropout mask: the global RNG has moved on
-        objective = ctx.model.objective
-        kl = symmetric_kl(objective.scored_logits(ctx.outputs.logits, ctx.batch),
-                          objective.scored_logits(second.logits, ctx.batch))
+        kl = symmetric_kl(ctx.scored_logits(), ctx.scored_logits(second.logits))
         if not self._checked:
             self._checked = True
             if float(kl.detach()) == 0.0:

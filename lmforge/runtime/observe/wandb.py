@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from lmforge.core.hooks import RECIPE_KEYS
+
 log = logging.getLogger(__name__)
 
 #: Key of the W&B run id in a Lightning checkpoint.
@@ -37,7 +39,7 @@ DEFAULT_PROJECT = "lmforge"
 WANDB_LOGGER = "WandbLogger"
 NAMED_LOGGERS = ("CSVLogger", "TensorBoardLogger", WANDB_LOGGER)
 #: Recipe keys under ``model`` that hold plugins.
-PLUGIN_KEYS = ("objective", "regularizers", "augmenters", "bias_mitigators", "distiller")
+PLUGIN_KEYS = tuple(RECIPE_KEYS.values())
 
 
 def wandb_loggers(trainer: Any) -> list[Any]:

@@ -54,7 +54,7 @@ def logits_for(rows: list[list[float]], positions: list[tuple[int, int]], shape:
 def run(objective, logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, alpha: float) -> torch.Tensor:
     batch = {"input_ids": labels.clamp(min=0), "labels": labels}
     ctx = StepContext(batch=batch, outputs=SimpleNamespace(logits=logits_a), objective_loss=torch.zeros(()),
-                      model=SimpleNamespace(objective=objective), forward=lambda b: SimpleNamespace(logits=logits_b))
+                      objective=objective, forward=lambda b: SimpleNamespace(logits=logits_b))
     return RDrop(alpha=alpha).loss(ctx)
 
 
@@ -81,8 +81,8 @@ def test_second_pass_draws_a_new_mask_and_gradients_reach_both_passes(make_model
     ids = torch.randint(5, len(model.tokenizer), (2, 16), generator=torch.Generator().manual_seed(0))
     batch = model.objective.prepare({"input_ids": ids}, torch.Generator())
     outputs = model(batch)
-    term = rdrop.loss(StepContext(batch=batch, outputs=outputs, objective_loss=torch.zeros(()), model=model,
-                                  forward=model))
+    term = rdrop.loss(StepContext(batch=batch, outputs=outputs, objective_loss=torch.zeros(()),
+                                  objective=model.objective, forward=model))
     assert float(term.detach()) > 0
     term.backward()
     assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad and p.ndim == 2)
@@ -95,7 +95,7 @@ def test_warns_when_there_is_no_dropout(make_model):
     batch = model.objective.prepare({"input_ids": torch.randint(5, 50, (2, 8))}, torch.Generator())
     with pytest.warns(UserWarning, match="R-Drop term is 0"):
         term = rdrop.loss(StepContext(batch=batch, outputs=model(batch), objective_loss=torch.zeros(()),
-                                      model=model, forward=model))
+                                      objective=model.objective, forward=model))
     assert float(term.detach()) == 0.0
 
 

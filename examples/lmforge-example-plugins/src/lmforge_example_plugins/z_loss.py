@@ -50,5 +50,5 @@ class ZLoss(Regularizer):
         self.weight = weight
 
     def loss(self, ctx: StepContext) -> Tensor:
-        logits = ctx.model.objective.scored_logits(ctx.outputs.logits, ctx.batch)  # (N, V)
+        logits = ctx.scored_logits()  # (N, V)
         return self.weight * z_loss(logits)
