@@ -178,10 +178,11 @@ def test_a_damaged_row_scan_is_scanned_again(filled, caplog) -> None:
 def test_concurrent_tokenizer_training_leaves_one_whole_entry(tmp_path: Path) -> None:
     write_corpus(tmp_path / "train.txt", 200, seed=1)
     write_corpus(tmp_path / "val.txt", 30, seed=2)
-    script = ("import sys; sys.path.insert(0, sys.argv[2]); from pathlib import Path; "
+    script = ("import sys; sys.path[:0] = [sys.argv[2], sys.argv[3]]; from pathlib import Path; "
               "from test_concurrent_runs import text_data; d = text_data(Path(sys.argv[1])); d.prepare_data(); "
               "print(d.tokenizer.backend_tokenizer.to_str()[:64])")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)],
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent),
+                               str(Path(__file__).parent.parent)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
