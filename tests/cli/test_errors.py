@@ -86,14 +86,17 @@ def test_bad_data_found_while_reading_is_a_user_error(tmp_path) -> None:
                            "--data.init_args.val", "docs.jsonl"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == USER_ERROR
-    assert done.stderr.splitlines()[-1] == ("lmforge: error: data.train: docs.jsonl, line 2: malformed JSON (Expecting "
-                                            "value). Fix the line, or set data.skip_bad_lines: true to skip such lines.")
+    assert done.stderr.splitlines()[-1] == (
+        "lmforge: error: data.train: docs.jsonl, line 2: malformed JSON (Expecting value). Fix the line, or set "
+        "data.skip_bad_lines: true to skip such lines (counted per file in the log).")
     assert "Traceback" not in done.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("LMFORGE_DEBUG", raising=False)
+    # setenv records the variable, so that what main() sets for the run's processes is undone afterwards
+    # (delenv of an absent variable records nothing).
+    monkeypatch.setenv("LMFORGE_DEBUG", "0")
     with pytest.raises(ValueError, match="data.train: file not found"):
         main(["fit", "--config", "quickstart", *SMALL, "--data.init_args.train", "missing.txt", "--debug"])
 
