@@ -340,7 +340,7 @@ class LanguageModel(LightningModule):
         else:  # recorded on the device; read at logging steps, before a checkpoint, at the end of fit
             self._nonfinite_guard.record(self.global_step, terms, values, total)
             if self._logging_step():
-                self._check_nonfinite()
+                self._check_nonfinite(log_now=True)
         batch_size = step.batch["input_ids"].shape[0]
         # Not on the progress bar through self.log: Lightning would read it on the host every step
         # (lmforge.runtime.console shows it at logging steps).
@@ -372,7 +372,7 @@ class LanguageModel(LightningModule):
                      "host every step.", names)
         self._log_data_reports()
 
-    def _check_nonfinite(self) -> None:
+    def _check_nonfinite(self, log_now: bool = False) -> None:
         """Read the device-side record of non-finite losses (one host read), then skip or stop.
 
         Every rank calls it at the same points (logging steps, checkpoints, the end of fit), and the ranks decide
@@ -386,14 +386,16 @@ class LanguageModel(LightningModule):
         if self._trainer is not None and self.trainer.world_size > 1:
             anywhere = self.trainer.strategy.reduce_boolean_decision(anywhere, all=False)
         if found is not None:
-            self._skip_or_stop(found.step, found.terms, found.count)
+            self._skip_or_stop(found.step, found.terms, found.count, log_now=log_now)
         elif anywhere and self.on_nonfinite_loss == "stop":
             raise NonFiniteLossError(f"step {self.global_step}: the loss went non-finite on another rank; stopping.")
 
-    def _skip_or_stop(self, step: int, terms: dict[str, float], count: int = 1) -> None:
+    def _skip_or_stop(self, step: int, terms: dict[str, float], count: int = 1, log_now: bool = True) -> None:
         """Skip the batch (returning None skips backward and the optimizer step) or stop the run.
 
         ``terms``: each term's value at ``step``, the first of ``count`` steps whose loss was not finite.
+        ``log_now``: in a training step, where Lightning lets ``self.log`` run (not at a checkpoint or the end of fit,
+        where the warning alone says it).
         """
         owners = {p.name: p for p in [self.objective, *self.plugins()]}  # term "r_drop" or "name/key" -> plugin
         bad = ", ".join(f"loss/{k} = {v} from {describe(owners[k.split('/')[0]])}"
@@ -404,9 +406,9 @@ class LanguageModel(LightningModule):
         if self.on_nonfinite_loss == "skip" and self.nonfinite_skipped <= self.max_nonfinite_skips:
             log.warning("%s; skipping this batch%s (%d of at most %d).", where, more, self.nonfinite_skipped,
                         self.max_nonfinite_skips)
-            # The skipped step's loss is logged as it was (not left at the last finite value), with the count.
-            self.log("loss/total", float("nan"), prog_bar=True, batch_size=1)
-            self.log("train/skipped_batches", float(self.nonfinite_skipped), batch_size=1)
+            if log_now:  # the skipped step's loss is logged as it was (not left at the last finite value)
+                self.log("loss/total", float("nan"), batch_size=1)
+                self.log("train/skipped_batches", float(self.nonfinite_skipped), batch_size=1)
             return None
         limit = f" after skipping {self.max_nonfinite_skips} batches" if self.on_nonfinite_loss == "skip" else ""
         raise NonFiniteLossError(
