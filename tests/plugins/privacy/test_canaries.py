@@ -137,16 +137,16 @@ def test_log_perplexity_is_the_sum_of_token_surprisals(one_thread) -> None:
 def test_a_canary_seen_in_training_is_exposed_and_an_unseen_one_is_not(one_thread) -> None:
     rng = random.Random(0)
     corpus = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30))) + "." for _ in range(300)]
-    fmt = CanaryFormat(digits=4)  # 10^4 candidates: the exact rank is cheap
+    fmt = CanaryFormat(digits=3)  # 10^3 candidates: the exact rank is cheap
     seen, unseen = make_canaries([20, 0], fmt, random.Random(1))
     documents = insert_canaries(corpus, [seen, unseen], random.Random(2))
-    model, tokenizer = tiny_lm(documents, steps=300)
+    model, tokenizer = tiny_lm(documents, steps=120)
     eos = tokenizer.eos_token_id
     exposed = measure_exposure(model, tokenizer, seen, context_token_id=eos)
     control = measure_exposure(model, tokenizer, unseen, context_token_id=eos)
     print(f"exposure: seen 20x {exposed.exposure:.2f} bits (rank {exposed.rank:.0f}), "
-          f"never seen {control.exposure:.2f} bits (rank {control.rank:.0f}), of at most {math.log2(10**4):.2f}")
+          f"never seen {control.exposure:.2f} bits (rank {control.rank:.0f}), of at most {math.log2(10**3):.2f}")
     assert exposed.method == control.method == "exact"
-    assert exposed.candidates_scored == 10**4 - 1
+    assert exposed.candidates_scored == 10**3 - 1
     assert exposed.exposure > control.exposure + 3
-    assert exposed.exposure > 8  # rank within the best 0.4 % of 10^4 secrets
+    assert exposed.exposure > 6.6  # rank within the best 1 % of 10^3 secrets
