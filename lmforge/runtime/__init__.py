@@ -1,0 +1,1 @@
+"""What a run needs besides the model: strategies, preemption, checkpoint IO, run paths, observability."""

@@ -1,0 +1,1 @@
+"""Observability callbacks of a run."""
