@@ -5,12 +5,19 @@ tokens, on CPU, alternately without and with the monitor (A B A B ...), and repo
 pairs of the ratio of median step times (B / A), for CodeCarbon's sampling every ``--measure-power-secs``.
 Also reports what starting the tracker costs (once per run, before the first step).
 
+On a shared, loaded machine step times swing too much for the A/B ratio to resolve a small overhead, so
+the cost is also measured directly, independent of other load: the CPU time the tracker's background
+thread spends per power sample (the process idles while the tracker runs) and the time of the callback's
+per-step hook.
+
     python benchmarks/energy_overhead.py [--pairs 6] [--steps 150] [--measure-power-secs 10 1]
+    python benchmarks/energy_overhead.py --direct-only
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from typing import Any
@@ -75,13 +82,48 @@ def run(steps: int, monitor: EnergyMonitor | None, warmup: int) -> tuple[float, 
     return statistics.median(timer.times[warmup:]), timer.first_step - timer.fit_start
 
 
+def direct_cost(seconds: float, interval: float) -> None:
+    """CPU time of the tracker's background sampling, and of the per-step hook, measured on their own."""
+    from types import SimpleNamespace
+
+    from codecarbon import OfflineEmissionsTracker
+
+    tracker = OfflineEmissionsTracker(measure_power_secs=interval, force_carbon_intensity_g_co2e_kwh=100.0,
+                                      output_methods=[], api_call_interval=1, log_level="error",
+                                      tracking_mode="process", allow_multiple_runs=True)
+    tracker.start()
+    time.sleep(interval)  # past the start-up probe
+    cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    time.sleep(seconds)
+    cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    tracker.stop()
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    samples = (wall1 - wall0) / interval
+    print(f"background sampling every {interval:g} s: {cpu / samples * 1000:.1f} ms CPU per sample, "
+          f"{100 * cpu / (wall1 - wall0):.3f} % of one core")
+
+    monitor = EnergyMonitor(carbon_intensity=100.0)
+    trainer = SimpleNamespace(global_rank=0, global_step=1, log_every_n_steps=50, loggers=[])
+    n = 100_000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        monitor.on_train_batch_end(trainer, None, None, None, 0)  # type: ignore[arg-type]
+    print(f"on_train_batch_end (not a logging step): {(time.perf_counter() - t0) / n * 1e6:.2f} us per step")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--measure-power-secs", type=float, nargs="+", default=[10.0, 1.0])
+    parser.add_argument("--direct-only", action="store_true", help="only the direct measurement of the cost")
+    parser.add_argument("--direct-seconds", type=float, default=20.0)
     args = parser.parse_args()
+    for interval in args.measure_power_secs:
+        direct_cost(args.direct_seconds, interval)
+    if args.direct_only:
+        return
     print(f"{torch.get_num_threads()} threads, {args.steps} steps per run, {args.pairs} A/B pairs per setting")
     run(args.warmup + 5, EnergyMonitor(carbon_intensity=100.0), 0)  # load CodeCarbon and probe the hardware once
     for interval in args.measure_power_secs:
