@@ -34,6 +34,7 @@ from lmforge.core.registry import registry, unknown_plugin_message
 from lmforge.runtime import run_paths
 from lmforge.runtime.allocator import tune_malloc
 from lmforge.runtime.checkpoint_io import AtomicCheckpointIO
+from lmforge.runtime.observe.energy import energy_summary
 from lmforge.runtime.observe.run_config import RunConfig
 from lmforge.runtime.observe.wandb import finish_wandb, prepare_loggers
 from lmforge.runtime.preemption import SaveOnPreemption
@@ -50,8 +51,13 @@ def run_training(argv: list[str], allow_outside_run_dir: bool = False) -> int:
     except pickle.UnpicklingError as exc:  # a --ckpt_path that torch.load(weights_only=True) refuses
         print(f"lmforge: error: --ckpt_path {unsafe_checkpoint_message(_ckpt_path(argv), exc)}", file=sys.stderr)
         return 2
-    finish_wandb(getattr(cli, "trainer", None))  # one command, one W&B run, complete on disk when we return
+    trainer = getattr(cli, "trainer", None)
+    finish_wandb(trainer)  # one command, one W&B run, complete on disk when we return
     release_process_group()
+    energy = energy_summary(trainer) if cli.subcommand == "fit" and trainer is not None and trainer.is_global_zero \
+        else None
+    if energy:
+        print(f"lmforge: the run's energy and emissions\n{energy}", file=sys.stderr)
     return 0
 
 

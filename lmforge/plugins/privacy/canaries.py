@@ -42,18 +42,27 @@ class CanaryFormat:
         template: The sentence; ``{secret}`` marks where the secret goes.
         digits: Number of digits of the secret; the candidate space has ``10 ** digits`` secrets.
         separator: Written between digits ("7 3 1" with a space, so a BPE tokenizer sees each digit as
-            a token, as the paper's character-level and word-level models do).
+            a token, as the paper's character-level and word-level models do), or between groups.
+        groups: Digits per group, adding up to ``digits``: the digits of a group are written together and
+            groups are joined by ``separator`` (``(3, 4)`` with a space: "555 2671", as a phone number is
+            written). None: every digit on its own.
     """
 
     template: str = "my secret code is {secret}"
     digits: int = 6
     separator: str = " "
+    groups: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.template.count("{secret}") != 1:
             raise ValueError(f"CanaryFormat: template must contain {{secret}} exactly once, got {self.template!r}.")
         if not 1 <= self.digits <= 12:
             raise ValueError(f"CanaryFormat: digits must be in 1..12, got {self.digits}.")
+        if self.groups is not None:
+            object.__setattr__(self, "groups", tuple(self.groups))  # a list from a recipe: keep the format hashable
+            if not self.groups or any(g < 1 for g in self.groups) or sum(self.groups) != self.digits:
+                raise ValueError(f"CanaryFormat: groups must be positive numbers of digits adding up to digits "
+                                 f"({self.digits}), got {list(self.groups)}.")
 
     @property
     def space_size(self) -> int:
@@ -64,7 +73,16 @@ class CanaryFormat:
         """The canary sentence of the secret numbered ``secret`` (0 <= secret < `space_size`)."""
         if not 0 <= secret < self.space_size:
             raise ValueError(f"CanaryFormat: secret must be in [0, {self.space_size}), got {secret}.")
-        return self.template.replace("{secret}", self.separator.join(f"{secret:0{self.digits}d}"))
+        digits = f"{secret:0{self.digits}d}"
+        if self.groups is None:
+            return self.template.replace("{secret}", self.separator.join(digits))
+        starts = [sum(self.groups[:i]) for i in range(len(self.groups))]
+        parts = [digits[start:start + size] for start, size in zip(starts, self.groups)]
+        return self.template.replace("{secret}", self.separator.join(parts))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"template": self.template, "digits": self.digits, "separator": self.separator,
+                "groups": list(self.groups) if self.groups is not None else None}
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,17 @@ class Canary:
     @property
     def text(self) -> str:
         return self.format.render(self.secret)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (kept in checkpoints and ``canaries.json``); `Canary.from_dict` reads them back."""
+        return {"secret": self.secret, "repetitions": self.repetitions, **self.format.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Canary:
+        groups = data.get("groups")
+        fmt = CanaryFormat(data["template"], int(data["digits"]), data.get("separator", " "),
+                           tuple(groups) if groups is not None else None)
+        return cls(int(data["secret"]), int(data["repetitions"]), fmt)
 
 
 def make_canaries(repetitions: Sequence[int], fmt: CanaryFormat, rng: random.Random) -> list[Canary]:
@@ -202,12 +231,24 @@ class Exposure:
 def measure_exposure(model: torch.nn.Module, tokenizer: Any, canary: Canary, exact_limit: int = 100_000,
                      samples: int = 10_000, rng: random.Random | None = None, batch_size: int = 512,
                      context_token_id: int | None = None) -> Exposure:
-    """The exposure of ``canary`` under ``model``.
+    """The exposure of ``canary`` under ``model``; see `measure_exposures` for the arguments."""
+    return measure_exposures(model, tokenizer, [canary], exact_limit, samples, rng, batch_size, context_token_id)[0]
+
+
+def measure_exposures(model: torch.nn.Module, tokenizer: Any, canaries: Sequence[Canary], exact_limit: int = 100_000,
+                      samples: int = 10_000, rng: random.Random | None = None, batch_size: int = 512,
+                      context_token_id: int | None = None) -> list[Exposure]:
+    """The exposure of each canary under ``model``, in order.
+
+    The candidates of a format are scored once for all the canaries of that format: every secret of the
+    space when it holds at most ``exact_limit`` (each canary's rank is then exact, its own secret among the
+    others), otherwise ``samples`` random candidates (other than the canaries' secrets) to which the
+    skew-normal is fitted.
 
     Args:
         model: A causal LM (see `log_perplexities`).
         tokenizer: Its tokenizer.
-        canary: The canary; its format defines the candidate space.
+        canaries: The canaries; each one's format defines its candidate space.
         exact_limit: Score every candidate when the space holds at most this many; otherwise extrapolate
             from ``samples`` random candidates.
         samples: Candidates scored for the extrapolated estimate.
@@ -215,20 +256,30 @@ def measure_exposure(model: torch.nn.Module, tokenizer: Any, canary: Canary, exa
         batch_size: Sequences per forward pass.
         context_token_id: See `log_perplexities`.
     """
-    fmt = canary.format
-    secret_score = float(log_perplexities(model, tokenizer, [canary.text], 1, context_token_id)[0])
-    if fmt.space_size <= exact_limit:
-        texts = [fmt.render(s) for s in range(fmt.space_size) if s != canary.secret]
-        scores = log_perplexities(model, tokenizer, texts, batch_size, context_token_id)
-        rank: float = rank_among(secret_score, scores)
-        method: Method = "exact"
-    else:
+    out: list[Exposure | None] = [None] * len(canaries)
+    by_format: dict[CanaryFormat, list[int]] = {}
+    for i, canary in enumerate(canaries):
+        by_format.setdefault(canary.format, []).append(i)
+    for fmt, members in by_format.items():
+        if fmt.space_size <= exact_limit:
+            scores = log_perplexities(model, tokenizer, [fmt.render(s) for s in range(fmt.space_size)], batch_size,
+                                      context_token_id)
+            for i in members:
+                secret_score = float(scores[canaries[i].secret])
+                rank = rank_among(secret_score, scores)  # the secret's own score is not lower than itself
+                out[i] = Exposure(exposure_from_rank(rank, fmt.space_size), rank, fmt.space_size, "exact",
+                                  fmt.space_size - 1, secret_score)
+            continue
         if rng is None:
             raise ValueError("measure_exposure: the candidate space exceeds exact_limit, so candidates are sampled, "
                              "and rng must be given.")
-        others = [s for s in (rng.randrange(fmt.space_size) for _ in range(samples)) if s != canary.secret]
+        secrets = {canaries[i].secret for i in members}
+        others = [s for s in (rng.randrange(fmt.space_size) for _ in range(samples)) if s not in secrets]
         scores = log_perplexities(model, tokenizer, [fmt.render(s) for s in others], batch_size, context_token_id)
-        rank = skew_normal_rank(secret_score, scores, fmt.space_size)
-        method = "extrapolated"
-    return Exposure(exposure_from_rank(rank, fmt.space_size), rank, fmt.space_size, method, len(scores),
-                    secret_score)
+        secret_scores = log_perplexities(model, tokenizer, [canaries[i].text for i in members], batch_size,
+                                         context_token_id)
+        for i, secret_score in zip(members, secret_scores.tolist()):
+            rank = skew_normal_rank(secret_score, scores, fmt.space_size)
+            out[i] = Exposure(exposure_from_rank(rank, fmt.space_size), rank, fmt.space_size, "extrapolated",
+                              len(scores), secret_score)
+    return [e for e in out if e is not None]

@@ -32,6 +32,7 @@ document. Everything here is deterministic: the same texts, options and salt giv
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -215,6 +216,9 @@ class PiiDetector:
                              "recognizer, and spacy_model is None. Install one (for example en_core_web_sm from "
                              "spaCy's model releases) and set spacy_model to its name or directory, or leave PERSON "
                              "out of entities.")
+        if importlib.util.find_spec("presidio_analyzer") is None:
+            raise ImportError("PiiDetector: detecting personal data needs Microsoft Presidio's analyzer, which is not "
+                              "installed. Install it with `pip install 'lmforge[privacy]'`.")
         if phone_leniency not in (0, 1, 2, 3):
             raise ValueError(f"PiiDetector: phone_leniency must be 0, 1, 2 or 3, got {phone_leniency!r}.")
         if not 0.0 <= min_score <= 1.0:
@@ -225,16 +229,31 @@ class PiiDetector:
         self.phone_leniency = phone_leniency
         self.min_score = min_score
         self.batch_size = batch_size
-        self._analyzer = _build_analyzer(self.entities, spacy_model, self.phone_regions, phone_leniency)
+        if spacy_model is not None and not _installed_pipeline(spacy_model):
+            raise ValueError(f"PiiDetector: spacy_model must be an installed spaCy pipeline package or a pipeline "
+                             f"directory, got {spacy_model!r}, which is neither. Install it first; lmforge never "
+                             "downloads models.")
+        self._analyzer: Any = None  # built on first use (seconds: spaCy and Presidio load), never pickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_analyzer": None}
+
+    @property
+    def analyzer(self) -> Any:
+        """Presidio's ``AnalyzerEngine`` with the recognizers of `entities`, built on first use."""
+        if self._analyzer is None:
+            self._analyzer = _build_analyzer(self.entities, self.spacy_model, self.phone_regions, self.phone_leniency)
+        return self._analyzer
 
     def detect(self, texts: Sequence[str]) -> list[list[PiiSpan]]:
         """The detections in each text, sorted by position; they may overlap (see `resolve_overlaps`)."""
-        engine = self._analyzer.nlp_engine
+        analyzer = self.analyzer
+        engine = analyzer.nlp_engine
         wanted = [PRESIDIO_NAMES[e] for e in self.entities]
         out = []
         for text, artifacts in engine.process_batch(list(texts), language="en", batch_size=self.batch_size):
-            results = self._analyzer.analyze(text=text, language="en", entities=wanted, nlp_artifacts=artifacts,
-                                             score_threshold=self.min_score)
+            results = analyzer.analyze(text=text, language="en", entities=wanted, nlp_artifacts=artifacts,
+                                       score_threshold=self.min_score)
             out.append(sorted(PiiSpan(r.start, r.end, _FROM_PRESIDIO[r.entity_type], float(r.score))
                               for r in results))
         return out
@@ -320,6 +339,17 @@ def _build_analyzer(entities: Sequence[str], spacy_model: str | None, phone_regi
     engine = LocalSpacyNlpEngine(models=[{"lang_code": "en", "model_name": spacy_model or "blank:en"}])
     engine.load()
     return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
+
+
+def _installed_pipeline(spacy_model: str) -> bool:
+    """Whether ``spacy_model`` names an importable pipeline package or an existing directory (without importing
+    spaCy, which takes seconds)."""
+    if Path(spacy_model).exists():
+        return True
+    try:
+        return importlib.util.find_spec(spacy_model) is not None
+    except (ImportError, ValueError):  # a dotted name whose parent is missing, or an empty name
+        return False
 
 
 _EXTRACTOR: Any = None

@@ -17,9 +17,12 @@ How power is measured depends on the machine, and the monitor says which (`Energ
 Logged to every logger of the trainer at its logging steps and at the end: ``energy/kwh`` and
 ``energy/co2_kg`` (totals so far), and per device kind ``energy/<kind>_kwh`` and ``energy/<kind>_w``
 (mean power) for ``cpu``, ``gpu`` and ``ram``. During training these are the local process's (or
-machine's) figures, as last sampled; at the end they are summed over all processes (or machines) of the
-run. `EnergyMonitor.summary` holds the final figures for a run record. A resumed run adds the energy
-saved in its checkpoint (with several processes, as rank 0 measured it, so an undercount).
+machine's) figures: the last sample, brought up to the logging step at the power it measured, so that
+``lmforge plot`` can read the energy spent to reach each validation loss; at the end they are summed over
+all processes (or machines) of the run. `EnergyMonitor.summary` holds the final figures; they are added to
+the run's record (``energy`` in ``hparams.yaml`` and the W&B config) and `energy_summary` words them for
+the end-of-run summary. A resumed run adds the energy saved in its checkpoint (with several processes, as
+rank 0 measured it, so an undercount).
 
 With ``tracking_mode="process"`` (the default) every process measures itself and its children (data
 loader workers) and, on a GPU, its own device; with ``"machine"`` one process per machine measures the
@@ -31,12 +34,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+
+from lmforge.runtime.observe.run_config import add_to_record
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +51,18 @@ _SUMMED = ("kwh", "co2_kg", *(f"{k}_kwh" for k in DEVICE_KINDS), *(f"{k}_w" for 
 
 
 class _Latest:
-    """A CodeCarbon output handler keeping the latest cumulative figures (called from the tracker's thread)."""
+    """A CodeCarbon output handler keeping the latest cumulative figures and when they came (called from the
+    tracker's thread)."""
 
     def __init__(self) -> None:
         self.data: Any = None
+        self.at = 0.0  # time.monotonic() of the sample
         self.lock = threading.Lock()
 
     # CodeCarbon calls these on its output handlers (codecarbon.output_methods.base_output.BaseOutput).
     def out(self, total: Any, delta: Any) -> None:
         with self.lock:
-            self.data = total
+            self.data, self.at = total, time.monotonic()
 
     live_out = out
 
@@ -103,6 +110,7 @@ class EnergyMonitor(Callback):
         self._log_dir: str | None = None
         self._methods: dict[str, str] = {}
         self._resumed = dict.fromkeys(_SUMMED[:5], 0.0)  # energy and emissions of earlier segments
+        self._logged: dict[str, float] = {}  # the last figures logged while training
 
     def _check_options(self) -> None:
         if self.tracking_mode not in ("process", "machine"):
@@ -167,6 +175,8 @@ class EnergyMonitor(Callback):
                 kwargs["region"] = self.region
         if intensity is not None:
             kwargs["force_carbon_intensity_g_co2e_kwh"] = intensity
+        # CodeCarbon applies log_level once the tracker is set up; its notes from before that are noise here.
+        logging.getLogger("codecarbon").setLevel(self.log_level.upper())
         # Every setting is passed, so that a user's ~/.codecarbon.config or CODECARBON_* variables cannot send
         # data anywhere or write files outside the run directory.
         return OfflineEmissionsTracker(
@@ -186,9 +196,15 @@ class EnergyMonitor(Callback):
         if trainer.global_rank != 0 or trainer.global_step % max(trainer.log_every_n_steps, 1):
             return
         with self._latest.lock:
-            data = self._latest.data
-        if data is not None:
-            _log(trainer, self._figures(data), trainer.global_step)
+            data, at = self._latest.data, self._latest.at
+        if data is None:
+            return
+        figures = up_to_now(self._figures(data), time.monotonic() - at)
+        # Totals never fall: a sample after a drop in power can land below the last estimate brought up to date.
+        for key in _SUMMED[:5]:
+            figures[key] = max(figures[key], self._logged.get(key, 0.0))
+        self._logged = figures
+        _log(trainer, figures, trainer.global_step)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # At the end of training rather than of fit: the strategy is still set up for the reduction below.
@@ -208,8 +224,7 @@ class EnergyMonitor(Callback):
         self.summary = {**figures, "methods": dict(self._methods), "grid": self.grid(),
                         "tracking_mode": self.tracking_mode}
         _log(trainer, figures, trainer.global_step)
-        rank_zero_info(f"EnergyMonitor: {figures['kwh']:.6f} kWh, {figures['co2_kg'] * 1000:.3f} g CO2-eq "
-                       f"(grid: {self.grid()}); " + "; ".join(f"{k}: {v}" for k, v in self._methods.items()))
+        add_to_record(trainer, "energy", self.summary)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if self._tracker is not None:  # stop the background thread
@@ -241,6 +256,33 @@ class EnergyMonitor(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed = {k: float(state_dict.get(k, 0.0)) for k in self._resumed}
+
+
+def up_to_now(figures: dict[str, float], seconds: float) -> dict[str, float]:
+    """``figures`` of a sample taken ``seconds`` ago, brought up to now at the power it measured: each kind's
+    energy grows by its power times the time, and the emissions in proportion to the energy."""
+    out = dict(figures)
+    added = {kind: figures[f"{kind}_w"] * max(seconds, 0.0) / 3.6e6 for kind in DEVICE_KINDS}  # W * s -> kWh
+    for kind, kwh in added.items():
+        out[f"{kind}_kwh"] += kwh
+    out["kwh"] = figures["kwh"] + sum(added.values())
+    if figures["kwh"] > 0:
+        out["co2_kg"] = figures["co2_kg"] * out["kwh"] / figures["kwh"]
+    return out
+
+
+def energy_summary(trainer: Trainer | None) -> str | None:
+    """The end-of-run summary's lines about energy, from the trainer's `EnergyMonitor` (None without one, or
+    before the end of training)."""
+    monitor = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, EnergyMonitor)), None)
+    summary = monitor.summary if monitor is not None else None
+    if summary is None:
+        return None
+    kinds = [k for k in DEVICE_KINDS if summary[f"{k}_kwh"] > 0]
+    lines = [f"  energy: {summary['kwh']:.3g} kWh, {summary['co2_kg'] * 1000:.3g} g CO2-eq (grid: {summary['grid']})"]
+    lines += [f"    {k}: {summary[f'{k}_kwh']:.3g} kWh, {summary[f'{k}_w']:.3g} W mean; "
+              f"{summary['methods'].get(k, 'unknown method')}" for k in kinds]
+    return "\n".join(lines)
 
 
 def _log(trainer: Trainer, figures: dict[str, float], step: int) -> None:

@@ -36,6 +36,17 @@ def test_format_renders_zero_padded_digits() -> None:
         CanaryFormat(digits=3).render(1000)
 
 
+def test_grouped_digits_and_the_plain_record() -> None:
+    fmt = CanaryFormat("call +1 415 {secret} now", digits=7, groups=(3, 4))
+    assert fmt.render(5552671) == "call +1 415 555 2671 now"
+    assert CanaryFormat("pin {secret}", digits=4, separator="-", groups=[2, 2]).render(42) == "pin 00-42"
+    canary = Canary(5552671, 8, fmt)
+    assert Canary.from_dict(canary.to_dict()) == canary
+    with pytest.raises(ValueError, match=r"groups must be positive numbers of digits adding up to digits \(7\), "
+                                         r"got \[3, 3\]"):
+        CanaryFormat(digits=7, groups=(3, 3))
+
+
 def test_exposure_arithmetic_by_hand() -> None:
     # log2(10^6) - log2(1) = 6 log2(10) = 19.9316 bits; rank 4 of 1024: 10 - 2 = 8 bits; last of 1024: 0 bits.
     assert exposure_from_rank(1, 10**6) == pytest.approx(19.931568569324174)
