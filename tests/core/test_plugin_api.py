@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import pytest
 import torch
+from tiny import TINY_GPT2
 
 from lmforge.core import hooks
-from lmforge.core.backbone import Backbone
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import (
     Augmenter,
@@ -28,7 +28,6 @@ from lmforge.plugins.objectives.masked_lm import MaskedLM
 from lmforge.plugins.objectives.sequence_classification import SequenceClassification
 from lmforge.plugins.objectives.token_classification import TokenClassification
 
-TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 

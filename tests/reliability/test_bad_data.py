@@ -15,7 +15,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from reliability_kit import digests, write_docs
+from reliability_kit import digests
+from tiny import write_corpus
 
 from lmforge.core.data.files import DataFileError
 from lmforge.core.data.text import TextData
@@ -80,7 +81,7 @@ def test_bad_file_names_the_key_and_the_file_and_is_left_alone(case: str, tmp_pa
 
 
 def test_a_bad_validation_file_names_data_val(tmp_path: Path) -> None:
-    train = write_docs(tmp_path / "train.txt", 50, seed=0)
+    train = write_corpus(tmp_path / "train.txt", 50, seed=0)
     with pytest.raises(DataFileError, match=r"^data\.val: file not found: .*missing-val\.txt"):
         text_data(tmp_path, str(train), val=str(tmp_path / "missing-val.txt")).prepare_data()
 
@@ -99,7 +100,7 @@ def test_bad_json_lines_can_be_skipped_and_are_counted(tmp_path: Path, caplog: p
     assert warnings and all(str(path) in w for w in warnings)
     assert "data.train: skipped 3 line(s)" in warnings[0] and "lines 4, 18, 31" in warnings[0]
     expected = [json.loads(r)["text"] for i, r in enumerate(rows) if i not in (3, 17, 30)]
-    tokens = sum(len(data.tokenizer(t)["input_ids"]) for t in expected)
+    tokens = sum(len(data.tokenizer(t)["input_ids"]) + 1 for t in expected)  # + the EOS packing puts after each
     assert len(data.datasets["val"]) == tokens // 16  # every good line, and only those, was read
     assert digests(path) == before
 
@@ -126,14 +127,14 @@ def test_dataset_cache_follows_content_not_modification_time(tmp_path: Path) -> 
 
 
 def test_tokenized_cache_follows_the_tokenizer(tmp_path: Path) -> None:
-    path = write_docs(tmp_path / "docs.txt", 60, seed=4)
+    path = write_corpus(tmp_path / "docs.txt", 60, seed=4)
     blocks = {}
     for vocab in (300, 330):
         data = text_data(tmp_path, str(path), val=str(path),
                          tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=vocab)))
         data.prepare_data()
         expected = [i for line in path.read_text().splitlines() if line.strip()
-                    for i in data.tokenizer(line)["input_ids"]]
+                    for i in [*data.tokenizer(line)["input_ids"], data.tokenizer.eos_token_id]]
         got = data.datasets["val"].blocks.flatten().tolist()
         assert got == expected[: len(got)]  # tokens of this tokenizer, not a cached earlier one
         blocks[vocab] = got
