@@ -21,8 +21,10 @@ from lmforge.plugins.privacy.canaries import Canary, CanaryFormat, insert_canari
 
 
 class CanaryInsertion(DataFilter):
-    """Inserts canaries into the training documents (Carlini et al. 2019): ``canaries`` random secrets for each
-    entry of ``repetitions``, each secret added that many times as a document of its own.
+    """Inserts random secrets into the training documents, to measure memorization (Carlini et al. 2019).
+
+    ``canaries`` random secrets for each entry of ``repetitions``, each secret added that many times as a
+    document of its own.
 
     The secrets are drawn when the plugin is built, from ``seed``, and kept in the model's state (checkpoints),
     where `MemorizationProbe` and ``lmforge memorization`` find them. ``data_report`` gives the number of
