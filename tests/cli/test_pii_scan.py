@@ -10,17 +10,14 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("presidio_analyzer")
-
-from lmforge.cli.main import main  # noqa: E402
-from lmforge.plugins.privacy.pii import PiiDetector, resolve_overlaps  # noqa: E402
+from lmforge.cli.main import main
+from lmforge.plugins.privacy.pii import PiiDetector, resolve_overlaps
 
 GENERATOR = Path(__file__).resolve().parents[2] / "scripts" / "make_pii_data.py"
 
 
 @pytest.fixture(scope="module")
 def documents() -> list[dict]:
-    pytest.importorskip("faker")
     spec = importlib.util.spec_from_file_location("make_pii_data", GENERATOR)
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)

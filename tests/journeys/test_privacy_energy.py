@@ -28,7 +28,6 @@ CANARY_COPIES = 0 + 1 + 4 + 16
 @pytest.fixture(scope="module")
 def pii_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     """A jsonl corpus of generated documents with synthetic personal data, and its gold spans."""
-    pytest.importorskip("faker")
     path = tmp_path_factory.mktemp("pii-scan") / "corpus.jsonl"
     subprocess.run([sys.executable, str(GENERATOR), "--out", str(path), "--documents", "60", "--seed", "3"],
                    check=True, capture_output=True)

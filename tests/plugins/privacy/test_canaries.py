@@ -77,7 +77,6 @@ def test_canaries_are_distinct_seeded_and_inserted_as_often_as_asked() -> None:
 
 def test_extrapolated_rank_matches_known_distributions() -> None:
     """Sec. 4.3's estimate against distributions whose CDF is known: within half a bit of the true exposure."""
-    pytest.importorskip("scipy")
     generator = torch.Generator().manual_seed(1)
     # N(50, 2^2): a secret 3 sigma below the mean has CDF Phi(-3), exposure -log2 Phi(-3) = 9.53 bits.
     scores = 50 + 2 * torch.randn(20_000, generator=generator, dtype=torch.float64)

@@ -78,7 +78,6 @@ def test_secrets_are_seeded_distinct_and_kept_in_the_state(monkeypatch: pytest.M
 
 
 def test_it_runs_before_every_other_data_filter_so_redaction_sees_the_canaries(corpus, tmp_path: Path) -> None:
-    pytest.importorskip("presidio_analyzer")
     from lmforge.plugins.privacy.pii_redaction import PIIRedaction
 
     canaries = CanaryInsertion(repetitions=[2, 3], seed=1, **PHONE)

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("presidio_analyzer")
-
-from lmforge.plugins.privacy.pii import (  # noqa: E402
+from lmforge.plugins.privacy.pii import (
     ENTITY_TYPES,
     PATTERN_ENTITY_TYPES,
     PiiDetector,
@@ -165,7 +163,6 @@ def test_detection_needs_no_network_and_writes_no_cache(tmp_path: Path, monkeypa
 
 
 def test_detections_on_the_generated_set() -> None:
-    pytest.importorskip("faker")
     spec = importlib.util.spec_from_file_location("make_pii_data", GENERATOR)
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)

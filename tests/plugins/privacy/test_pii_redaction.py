@@ -13,15 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("presidio_analyzer")
-
-from lmforge.core.backbone import Backbone  # noqa: E402
-from lmforge.core.data.text import TextData  # noqa: E402
-from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining  # noqa: E402
-from lmforge.core.module import LanguageModel  # noqa: E402
-from lmforge.plugins.objectives.causal_lm import CausalLM  # noqa: E402
-from lmforge.plugins.privacy.pii import PATTERN_ENTITY_TYPES, PiiDetector, redact, resolve_overlaps  # noqa: E402
-from lmforge.plugins.privacy.pii_redaction import PIIRedaction  # noqa: E402
+from lmforge.core.backbone import Backbone
+from lmforge.core.data.text import TextData
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.core.module import LanguageModel
+from lmforge.plugins.objectives.causal_lm import CausalLM
+from lmforge.plugins.privacy.pii import PATTERN_ENTITY_TYPES, PiiDetector, redact, resolve_overlaps
+from lmforge.plugins.privacy.pii_redaction import PIIRedaction
 
 TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 64})
 GENERATOR = Path(__file__).resolve().parents[3] / "scripts" / "make_pii_data.py"
@@ -48,7 +46,6 @@ def prepared(train: Path, val: Path, cache: Path, data_filters: list, vocab_size
 @pytest.fixture(scope="module")
 def pii_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Generated documents with synthetic personal data (faker), as jsonl: a training and a validation file."""
-    pytest.importorskip("faker")
     spec = importlib.util.spec_from_file_location("make_pii_data", GENERATOR)
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)

@@ -13,9 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-pytest.importorskip("codecarbon")
-
-from lmforge.runtime.observe.energy import EnergyMonitor, energy_summary, up_to_now  # noqa: E402
+from lmforge.runtime.observe.energy import EnergyMonitor, energy_summary, up_to_now
 
 STEPS = 40
 
