@@ -1,4 +1,5 @@
-"""The command table, and lmforge's own tools: ``recipes``, ``plugins``, ``export``, ``plot`` and ``predict MODEL``.
+"""The command table, and lmforge's own tools: ``recipes``, ``plugins``, ``export``, ``plot``, ``pii-scan``,
+``memorization`` and ``predict MODEL``.
 
 Each tool imports what it needs when it runs, so that listing recipes or plugins does not import torch.
 Further commands come from the ``lmforge.commands`` entry-point group (`lmforge.cli.main.find_command`).
@@ -10,6 +11,7 @@ import argparse
 import importlib.util
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 #: The LightningCLI subcommands (`lmforge.cli.training`), with their help.
@@ -21,16 +23,23 @@ TRAINING_HELP = {
     "test": "one pass over data.test (else the validation split): lmforge test --config RECIPE --ckpt_path CKPT",
     "predict": "lmforge predict MODEL --input FILE --output FILE (or Lightning's: predict --config ...)",
 }
-#: lmforge's own tools: ``lmforge NAME`` runs the function of that name below.
+#: lmforge's own tools: ``lmforge NAME`` runs the function of that name below (``-`` read as ``_``).
 TOOLS_HELP = {
     "recipes": "list the bundled recipes; recipes show NAME; recipes cp NAME [DEST]",
     "plugins": "list installed plugins; plugins show NAME; plugins new KIND NAME",
     "export": "write a checkpoint as a Hugging Face model directory",
     "plot": "plot logged metrics of one or more runs",
+    "pii-scan": "count personal data in data files, without training; exit 1 if found (CI gate)",
+    "memorization": "exposure of the canaries a model was trained with (Secret Sharer)",
 }
 
 
 TOOLS = tuple(TOOLS_HELP)
+
+
+def tool(name: str) -> Callable[[list[str]], int]:
+    """The function that runs the tool ``name`` (``pii-scan`` -> `pii_scan`)."""
+    return globals()[name.replace("-", "_")]
 
 
 def recipes(argv: list[str]) -> int:
@@ -149,4 +158,71 @@ def predict(argv: list[str]) -> int:
         print(f"lmforge predict: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {n} predictions to {args.output}")
+    return 0
+
+
+def pii_scan(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge pii-scan",
+        description="Count personal data (e-mail addresses, phone numbers, card numbers, IBANs, IP addresses, URLs "
+                    "with credentials; names with --spacy-model) in data files, as TextData reads them, and show a "
+                    "few examples, redacted. Exit codes: 0 none of the --fail-on types found, 1 some found, "
+                    "2 usage error.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILES", help="txt, jsonl, csv or parquet files or globs "
+                        "(lmforge:... for bundled data)")
+    parser.add_argument("--text-column", default="text", help="column with the text in jsonl/csv/parquet (default: text)")
+    parser.add_argument("--fail-on", default="any", help="exit 1 when any of these types is found: 'any' (default), "
+                        "'none' (report only) or comma-separated types, e.g. EMAIL,CREDIT_CARD")
+    parser.add_argument("--entities", default=None, help="comma-separated types to look for (default: all that "
+                        "need no model, and PERSON with --spacy-model)")
+    parser.add_argument("--spacy-model", default=None, help="an installed spaCy pipeline with NER, for PERSON")
+    parser.add_argument("--examples", type=int, default=3, help="redacted examples shown per type (default: 3)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the counts and examples as JSON")
+    args = parser.parse_args(argv)  # a usage error exits 2
+    from lmforge.cli.pii_scan import FOUND, USAGE, failing, format_report, parse_fail_on, scan, write_json
+    from lmforge.core.data.files import DataFileError
+    from lmforge.plugins.privacy.pii import PiiDetector
+
+    try:
+        entities = [e.strip().upper() for e in args.entities.split(",")] if args.entities else None
+        detector = PiiDetector(entities, spacy_model=args.spacy_model)
+        fail_on = parse_fail_on(args.fail_on, detector.entities)
+        report = scan(args.files, detector, args.text_column, args.examples)
+    except (ValueError, ImportError, DataFileError) as exc:
+        print(f"lmforge pii-scan: {exc}", file=sys.stderr)
+        return USAGE
+    print(format_report(report, detector.entities))
+    if args.json:
+        write_json(report, args.json)
+    found = failing(report, fail_on)
+    if found:
+        print(f"\nlmforge pii-scan: found {', '.join(found)} (--fail-on {args.fail_on}): exit 1", file=sys.stderr)
+        return FOUND
+    return 0
+
+
+def memorization(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge memorization",
+        description="Exposure of the canaries a causal LM was trained with (Carlini et al. 2019, The Secret Sharer): "
+                    "log2 of the candidate secrets minus log2 of the true secret's rank by log-perplexity.",
+    )
+    parser.add_argument("model", help="an lmforge checkpoint (.ckpt) or a local Hugging Face model directory")
+    parser.add_argument("--canaries", default=None, help="the run's canaries.json (default: those kept in the "
+                        "checkpoint)")
+    parser.add_argument("--exact-limit", type=int, default=100_000, help="rank exactly up to this many candidates; "
+                        "beyond, extrapolate from --samples (default: 100000)")
+    parser.add_argument("--samples", type=int, default=10_000, help="candidates sampled to extrapolate (default: 10000)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the sampled candidates")
+    parser.add_argument("--batch-size", type=int, default=256, help="sequences per forward pass")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    args = parser.parse_args(argv)
+    from lmforge.cli.memorization import run
+
+    try:
+        print(run(args.model, args.canaries, args.exact_limit, args.samples, args.seed, args.batch_size, args.device))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"lmforge memorization: {exc}", file=sys.stderr)
+        return 2
     return 0

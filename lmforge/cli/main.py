@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(top_level_help())
         return 0 if argv else 2
     if argv and argv[0] in TOOLS:
-        return getattr(commands, argv[0])(argv[1:])
+        return commands.tool(argv[0])(argv[1:])
     if len(argv) > 1 and argv[0] == "predict" and not argv[1].startswith("-"):
         return commands.predict(argv[1:])
     if argv and argv[0] not in LIGHTNING_SUBCOMMANDS and not argv[0].startswith("-"):

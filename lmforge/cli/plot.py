@@ -14,6 +14,10 @@ file               series                                                       
 ``throughput.png`` tokens/s: ``train/device/items_per_sec`` (and the all-device total)
 ``mfu.png``        ``train/device/mfu``
 ``bias.png``       every ``bias/<type>``, with the unbiased score 50 marked
+``privacy.png``    every ``privacy/exposure/r<R>`` (`MemorizationProbe`), bits
+``energy.png``     ``energy/*`` (`EnergyMonitor`): kWh, power, emissions         one panel per unit
+``val_loss_by_     ``val/loss`` against the energy spent to reach it (kWh,       runs compared by cost,
+energy.png``       ``energy/kwh`` interpolated at the validation's step)         not by steps
 =================  ============================================================  ==========================
 
 Train lines are solid, validation dashed with markers, test dotted; each run
@@ -54,11 +58,11 @@ class PlotError(ValueError):
 
 @dataclass
 class Series:
-    """One metric of one run: the points a chart draws."""
+    """One metric of one run: the points a chart draws (``steps`` are the x values: steps, or kWh)."""
 
     run: str
     key: str
-    steps: list[int]
+    steps: list[float]
     values: list[float]
 
     @property
@@ -74,6 +78,7 @@ class Chart:
     ylabel: str
     panels: dict[str, list[Series]] = field(default_factory=dict)
     reference: float | None = None
+    xlabel: str = "step"
     log_scale: bool = False
 
 
@@ -95,6 +100,14 @@ def group_of(key: str) -> _Group:
         return _Group("lr", "learning rate", "learning rate")
     if key.startswith("bias/"):
         return _Group("bias", "bias", "bias score (%)")
+    if key.startswith("data/"):  # data_report figures: one value per run, in data_report.json
+        return _Group("data_report", key, key, default=False)
+    if key.startswith("privacy/exposure/"):
+        return _Group("privacy", "exposure", "exposure (bits)")
+    if key.startswith("energy/"):
+        unit = key.rsplit("_", 1)[-1] if "_" in key else "kwh"
+        panel = {"kwh": "energy (kWh)", "w": "power (W)", "kg": "emissions (kg CO2-eq)"}.get(unit, key)
+        return _Group("energy", panel, panel)
     if key.startswith("train/"):
         if key.endswith("items_per_sec"):
             return _Group("throughput", "throughput", "tokens/s")
@@ -196,7 +209,37 @@ def build_charts(runs: dict[str, dict[str, Series]], metrics: Sequence[str] | No
     terms = charts.get("loss_terms")
     if terms is not None and len(terms.panels) < 2 and not metrics:
         del charts["loss_terms"]
+    if {LOSS_KEY, ENERGY_KEY} <= set(keys):
+        by_energy = [s for run, series in runs.items() if (s := loss_by_energy(run, series)) is not None]
+        if by_energy:
+            charts["val_loss_by_energy"] = Chart("val_loss_by_energy", LOSS_KEY, {LOSS_KEY: by_energy},
+                                                 xlabel="energy (kWh)")
     return list(charts.values())
+
+
+LOSS_KEY, ENERGY_KEY = "val/loss", "energy/kwh"
+
+
+def loss_by_energy(run: str, series: dict[str, Series]) -> Series | None:
+    """``val/loss`` of ``run`` against the energy spent when it was measured: ``energy/kwh`` interpolated linearly
+    at each validation's step (from 0 kWh at step 0), held at its last value after the last point."""
+    if LOSS_KEY not in series or ENERGY_KEY not in series:
+        return None
+    energy = sorted(zip(series[ENERGY_KEY].steps, series[ENERGY_KEY].values))
+    if energy[0][0] > 0:
+        energy.insert(0, (0, 0.0))
+    loss = series[LOSS_KEY]
+    return Series(run, LOSS_KEY, [interpolate(energy, step) for step in loss.steps], list(loss.values))
+
+
+def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
+    """Linear interpolation in ``points`` (sorted by x), clamped to the first and last value."""
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return points[-1][1]
 
 
 def draw(chart: Chart, title: str | None = None) -> Figure:
@@ -219,7 +262,7 @@ def draw(chart: Chart, title: str | None = None) -> Figure:
             ax.axhline(chart.reference, color="0.5", linewidth=0.8, linestyle=":")
         if chart.log_scale:
             ax.set_yscale("log")
-        ax.set_xlabel("step")
+        ax.set_xlabel(chart.xlabel)
         ax.set_ylabel(chart.ylabel if n == 1 else panel)
         ax.set_title(panel if n > 1 else (title or chart.name))
         ax.grid(alpha=0.3)

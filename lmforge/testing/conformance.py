@@ -315,7 +315,7 @@ class _Run:
     def check_validation_untouched(self, plugin: Plugin, data: Any) -> None:
         if not overrides(plugin, "process_text") or "val" in plugin.splits:
             return
-        baseline = self.workdir.baseline_val(self.fixture)
+        baseline = self.workdir.baseline_val(self.fixture, getattr(data, "tokenizer", None))
         batches = list(data.val_dataloader())
         same = len(batches) == len(baseline) and all(
             a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(batches, baseline))

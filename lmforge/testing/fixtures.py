@@ -11,6 +11,7 @@ a generated labelled set: three classes of sentences, words tagged PER/LOC/O).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -164,9 +165,24 @@ class Workdir:
             self._plain[fixture.task] = data
         return self._plain[fixture.task]
 
-    def baseline_val(self, fixture: Fixture) -> list[dict[str, Any]]:
-        """The validation batches of the fixture's data with no plugins."""
-        return list(self.plain_data(fixture).val_dataloader())
+    def baseline_val(self, fixture: Fixture, tokenizer: Any = None) -> list[dict[str, Any]]:
+        """The validation batches of the fixture's data with no plugins; with ``tokenizer`` (when it differs from
+        the one trained without plugins), tokenized by it.
+
+        A data filter runs before the tokenizer is trained, so a filter of the training split alone changes the
+        tokenizer and with it the validation token ids, though not the validation text.
+        """
+        plain = self.plain_data(fixture)
+        if tokenizer is None or tokenizer.get_vocab() == plain.tokenizer.get_vocab():
+            return list(plain.val_dataloader())
+        vocabulary = json.dumps(sorted(tokenizer.get_vocab().items())).encode()
+        directory = self.path / "tokenizers" / hashlib.sha256(vocabulary).hexdigest()[:16]
+        tokenizer.save_pretrained(str(directory))
+        data = self.data(fixture)
+        data.tokenizer_spec = TokenizerSpec(path=str(directory))
+        data.prepare_data()
+        data.setup("fit")
+        return list(data.val_dataloader())
 
     def tokenizer(self, fixture: Fixture) -> Any:
         return self.plain_data(fixture).tokenizer

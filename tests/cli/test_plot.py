@@ -122,3 +122,30 @@ def test_bias_scores_share_one_axis_with_the_unbiased_line():
     (ax,) = figure.axes
     assert lines_of(figure) == {"bias/gender": [(9.0, 62.0), (19.0, 55.0)], "bias/race": [(9.0, 58.0), (19.0, 51.0)]}
     assert [line.get_ydata()[0] for line in ax.get_lines() if line.get_label().startswith("_")] == [50.0]
+
+
+def test_energy_by_unit_and_the_validation_loss_against_the_energy_spent():
+    from lmforge.cli.plot import Series
+
+    def series(key, steps, values):
+        return Series("", key, steps, values)
+
+    # Energy logged every 10 steps; validations at steps 15 and 30 (after the last energy point: held).
+    teacher = {"val/loss": series("val/loss", [15, 30], [5.0, 4.0]),
+               "energy/kwh": series("energy/kwh", [10, 20], [0.2, 0.6]),
+               "energy/cpu_w": series("energy/cpu_w", [10, 20], [8.0, 9.0]),
+               "energy/co2_kg": series("energy/co2_kg", [10, 20], [0.1, 0.3]),
+               "data/train/pii_redaction/EMAIL": series("data/train/pii_redaction/EMAIL", [0], [3.0])}
+    student = {"val/loss": series("val/loss", [5, 10], [6.0, 5.5]),
+               "energy/kwh": series("energy/kwh", [10], [0.1])}
+    charts = {chart.name: chart for chart in build_charts({"teacher": teacher, "student": student})}
+    assert "data_report" not in charts  # a data_report figure is one value per run: not drawn by default
+    assert {p: [s.key for s in v] for p, v in charts["energy"].panels.items()} == {
+        "energy (kWh)": ["energy/kwh", "energy/kwh"], "power (W)": ["energy/cpu_w"],
+        "emissions (kg CO2-eq)": ["energy/co2_kg"]}
+    chart = charts["val_loss_by_energy"]
+    assert chart.xlabel == "energy (kWh)"
+    # teacher: step 15 lies halfway between 0.2 kWh (step 10) and 0.6 (step 20); step 30 keeps 0.6.
+    # student: from 0 kWh at step 0 to 0.1 at step 10.
+    assert lines_of(draw(chart)) == {"teacher: val/loss": [(0.4, 5.0), (0.6, 4.0)],
+                                     "student: val/loss": [(0.05, 6.0), (0.1, 5.5)]}

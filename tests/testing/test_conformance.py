@@ -162,8 +162,8 @@ def test_the_validation_check_catches_a_host_that_touches_validation(kit, monkey
 
     original = TextData._apply_text_plugins
 
-    def everywhere(self, docs, split, plugins):  # a broken host: runs augmenters on validation too
-        return original(self, docs, "train", plugins)
+    def everywhere(self, docs, split, plugins, **kwargs):  # a broken host: runs augmenters on validation too
+        return original(self, docs, "train", plugins, **kwargs)
 
     monkeypatch.setattr(TextData, "_apply_text_plugins", everywhere)
     with pytest.raises(ConformanceError, match=r"Shout on causal_lm: process_text changed the validation split"):

@@ -268,8 +268,21 @@ class BaseTextData(LightningDataModule):
         save_tokenizer_atomically(tokenizer, directory)
         return tokenizer
 
-    def _apply_text_plugins(self, docs: datasets.Dataset, split: str, plugins: list[Plugin]) -> datasets.Dataset:
-        for position, plugin in enumerate(plugins):
+    def _filtered_train(self, train: datasets.Dataset, plugins: list[Plugin]) -> tuple[datasets.Dataset, int]:
+        """The training split after the data filters that open the run order, and how many ran.
+
+        The tokenizer is trained on it, so that what the filters redact or drop (personal data) never becomes
+        vocabulary; the other plugins then continue from it (`_apply_text_plugins` with ``first``).
+        """
+        n = 0
+        while n < len(plugins) and plugins[n].kind == "data_filter":
+            n += 1
+        return self._apply_text_plugins(train, "train", plugins[:n]), n
+
+    def _apply_text_plugins(self, docs: datasets.Dataset, split: str, plugins: list[Plugin],
+                            first: int = 0) -> datasets.Dataset:
+        """``docs`` through the ``process_text`` of ``plugins``, the first of which is at ``first`` in the run order."""
+        for position, plugin in enumerate(plugins, start=first):
             if not overrides(plugin, "process_text"):
                 continue
             if split not in plugin.splits:

@@ -360,12 +360,16 @@ class LabeledTextData(BaseTextData):
             _check_kind(raw["train"], raw["test"], "data.test")
         for split in raw:
             _check_rows(raw[split], kind, names, self._key(split), self.fixed_labels is not None)
-        self.tokenizer = self._get_tokenizer(raw["train"], self._tokenizer_texts(raw["train"], kind))
-        self._ensure_pad_token()
         plugins = self._plugins()
+        train, filters = self._filtered_train(raw["train"], plugins)
+        self.tokenizer = self._get_tokenizer(train, self._tokenizer_texts(train, kind))
+        self._ensure_pad_token()
         info = LabelInfo(kind=kind, names=names)
         for split in raw:
-            rows = self._apply_text_plugins(raw[split], split, plugins)
+            if split == "train":
+                rows = self._apply_text_plugins(train, split, plugins[filters:], first=filters)
+            else:
+                rows = self._apply_text_plugins(raw[split], split, plugins)
             _check_rows(rows, kind, names, f"{self._key(split)} (after the data-stage plugins)", True)
             if split == "train":
                 self.train_weights = self._sample_weights(rows, plugins)

@@ -224,10 +224,14 @@ class TextData(BaseTextData):
             self._build_streaming()
             return
         raw = self._load_splits()
-        self.tokenizer = self._get_tokenizer(raw["train"])
         plugins = self._plugins()
+        train, filters = self._filtered_train(raw["train"], plugins)
+        self.tokenizer = self._get_tokenizer(train)
         for split in ("train", "val"):
-            docs = self._apply_text_plugins(raw[split], split, plugins)
+            if split == "train":
+                docs = self._apply_text_plugins(train, split, plugins[filters:], first=filters)
+            else:
+                docs = self._apply_text_plugins(raw[split], split, plugins)
             if split == "train":
                 self.train_weights = self._sample_weights(docs, plugins)
             self.datasets[split] = self._layout(docs, split)

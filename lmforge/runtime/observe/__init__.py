@@ -4,6 +4,7 @@
   run's config (the CLI's config callback; also stores the W&B run id in checkpoints).
 - `TokenThroughput`: tokens/s, FLOPs/s and MFU (Lightning's ThroughputMonitor).
 - `ValidationSamples`: generations or masked-token predictions at each validation.
+- `EnergyMonitor`: energy (kWh), emissions (CO2-eq) and power per device kind, with CodeCarbon offline.
 - `lmforge.runtime.observe.wandb`: W&B logger names, tags, resume and offline fallback.
 - `lmforge.cli.plot`: ``lmforge plot``, PNG charts of runs' ``metrics.csv``.
 
@@ -18,7 +19,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"RunConfig": "run_config", "TokenThroughput": "throughput", "ValidationSamples": "samples"}
+_EXPORTS = {"RunConfig": "run_config", "TokenThroughput": "throughput", "ValidationSamples": "samples",
+            "EnergyMonitor": "energy"}
 __all__ = sorted(_EXPORTS)
 
 

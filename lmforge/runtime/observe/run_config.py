@@ -13,7 +13,8 @@ logger (W&B run config, CSV/TensorBoard ``hparams.yaml``) a record with
 - ``data_files``: each data file the DataModule reads (``data_files()``),
   with its size and sha256, hashed once when the run starts.
 
-It also stamps each checkpoint with the W&B run id (``checkpoint["wandb"]``),
+Figures known only at the end of a run join the record through `add_to_record` (the energy:
+``lmforge.runtime.observe.energy``). It also stamps each checkpoint with the W&B run id (``checkpoint["wandb"]``),
 so that ``fit --ckpt_path`` continues the same W&B run (see
 `lmforge.runtime.observe.wandb`).
 """
@@ -102,3 +103,10 @@ def installed_plugins() -> list[str]:
 def file_fingerprint(path: Path) -> dict[str, Any]:
     """Path, size and sha256 of a data file (the digest the dataset cache key already took, when it did)."""
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def add_to_record(trainer: Trainer, section: str, values: dict[str, Any]) -> None:
+    """Add ``section`` to the run's record in every logger (``hparams.yaml``, the W&B config): for figures known
+    only at the end of a run, such as its energy (`lmforge.runtime.observe.energy`)."""
+    for logger in trainer.loggers:
+        logger.log_hyperparams({section: values})

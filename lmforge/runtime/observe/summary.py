@@ -2,9 +2,9 @@
 
 `RunSummary` records the validation metrics of every validation during fitting; `RunSummary.text` turns
 them into a few lines: the final and best ``val/loss`` (with perplexity for language models) and the
-metric the checkpoint callback monitors (``val/macro_f1`` for a classifier), the best checkpoint, the run
-directory and the ``lmforge export`` and ``lmforge plot`` commands for this run. The CLI prints it on the
-first rank when ``fit`` returns.
+metric the checkpoint callback monitors (``val/macro_f1`` for a classifier), the energy and emissions when an
+`EnergyMonitor` measured them, the best checkpoint, the run directory and the ``lmforge export`` and
+``lmforge plot`` commands for this run. The CLI prints it on the first rank when ``fit`` returns.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lmforge.runtime.observe.energy import energy_summary
 
 LOSS = "val/loss"
 PERPLEXITY = "val/perplexity"
@@ -46,6 +48,9 @@ class RunSummary(Callback):
                 lines.append(line)
         if not self.history:
             lines.append("  no validation ran (trainer.limit_val_batches or val_check_interval)")
+        energy = energy_summary(trainer)
+        if energy:
+            lines.append(energy)
         best, by_monitor = _best_checkpoint(checkpoint)
         if best is not None and by_monitor:
             lines.append(f"  best checkpoint: {_shown(best)}" + (f" (by {monitor})" if monitor else ""))
