@@ -135,6 +135,17 @@ def layer_names(model: nn.Module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, kinds) and name})
 
 
+def head_modules(model: nn.Module) -> list[str]:
+    """The names of the model's modules outside its base model that hold parameters: a classifier's new head
+    (``score``, ``classifier``, ``pre_classifier``), what ``modules_to_save`` must name for it to train.
+
+    A causal LM's is its output layer (``lm_head``), often tied to the input embeddings: not one to train in full.
+    """
+    base = getattr(model, "base_model_prefix", None)
+    return [name for name, child in model.named_children()
+            if name != base and any(True for _ in child.parameters())]
+
+
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters of ``model``, each shared tensor counted once."""
     params = list(model.parameters())  # nn.Module.parameters() yields a tied tensor once

@@ -15,6 +15,7 @@ from lmforge.core.lora import (
     LoraSpec,
     adapter_state_dict,
     apply_lora,
+    head_modules,
     load_adapter_state_dict,
     merge_lora,
     parameter_counts,
@@ -149,6 +150,18 @@ def test_modules_to_save_train_in_full_and_merge_as_their_trained_copy() -> None
     assert not torch.equal(model.score.weight, head_before)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_head_modules_are_the_new_heads_of_classifiers() -> None:
+    from transformers import AutoModelForTokenClassification
+
+    llama = AutoConfig.for_model("llama", num_hidden_layers=1, hidden_size=HIDDEN, intermediate_size=64,
+                                 num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB, num_labels=3)
+    bert = AutoConfig.for_model("bert", num_hidden_layers=1, hidden_size=HIDDEN, intermediate_size=64,
+                                num_attention_heads=4, vocab_size=VOCAB, num_labels=5)
+    assert head_modules(AutoModelForSequenceClassification.from_config(llama)) == ["score"]
+    assert head_modules(AutoModelForTokenClassification.from_config(bert)) == ["classifier"]  # not its dropout
+    assert head_modules(tiny("gpt2")) == ["lm_head"]
 
 
 @pytest.mark.parametrize("target", [["nope"], r".*\.nope"])
