@@ -2,7 +2,7 @@
 
 Lays out the bundled instruction set (lmforge:instructions/train.jsonl) both ways with `InstructionData`
 and trains a small GPT-2 (a fresh one per layout and repeat, same seed) in a plain PyTorch loop: forward
-with `lmforge.core.instruction_layout.model_inputs`, backward, AdamW step. Both layouts see about the same
+with `lmforge.core.data.instruction_layout.model_inputs`, backward, AdamW step. Both layouts see about the same
 number of examples per step: packed batches hold ``--blocks`` blocks of ``--max-length`` tokens, padded
 batches as many examples as a packed batch holds on average. Each measurement trains ``--steps`` steps of
 one layout; the layouts alternate (A B A B ...), and the script prints each layout's median examples/s and
@@ -26,8 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build(layout: str, args: argparse.Namespace, cache: str, examples_per_batch: int | None):
-    from lmforge.core.instruction_data import InstructionData
-    from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+    from lmforge.core.data.instruction_data import InstructionData
+    from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 
     batch_size = args.blocks if layout == "packed" else examples_per_batch
     data = InstructionData(train="lmforge:instructions/train.jsonl", val="lmforge:instructions/val.jsonl",
@@ -42,7 +42,7 @@ def run(data, args: argparse.Namespace) -> tuple[float, int, float]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lmforge.core.instruction_layout import model_inputs
+    from lmforge.core.data.instruction_layout import model_inputs
 
     tok = data.tokenizer
     config = AutoConfig.for_model("gpt2", n_layer=args.layers, n_embd=args.width, n_head=4,

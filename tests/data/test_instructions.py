@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.core.files import bundled_data_dir
+from lmforge.core.data.files import bundled_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from lmforge.core.instruction import IGNORE_INDEX
-from lmforge.core.instruction_layout import (
+from lmforge.core.data.instruction import IGNORE_INDEX
+from lmforge.core.data.instruction_layout import (
     LengthGroupedSampler,
     PackedExamples,
     TokenizedExamples,

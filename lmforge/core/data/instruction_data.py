@@ -6,12 +6,12 @@ Rows come from local ``jsonl``/``csv``/``parquet`` files in one of two shapes:
 - a ``prompt`` and a ``response`` column (and optionally a ``system`` column).
 
 Both are formatted with a chat template and tokenized with labels on the response tokens only
-(`lmforge.core.instruction`); examples longer than ``max_length`` are truncated, dropped or refused as
+(`lmforge.core.data.instruction`); examples longer than ``max_length`` are truncated, dropped or refused as
 ``long_examples`` says, always with a count in the log. Then they are laid out
-(`lmforge.core.instruction_layout`) either padded per batch, in length-grouped batches (the default;
+(`lmforge.core.data.instruction_layout`) either padded per batch, in length-grouped batches (the default;
 batches carry a 2-D ``attention_mask``), or packed into blocks of ``max_length`` tokens (batches carry
 ``position_ids``; the model's block-diagonal mask is built from them on the device by
-`lmforge.core.instruction_layout.model_inputs`). Every batch has ``input_ids`` and ``labels``.
+`lmforge.core.data.instruction_layout.model_inputs`). Every batch has ``input_ids`` and ``labels``.
 
 The chat template used (the tokenizer's own, ``chat_template``, or lmforge's default) is set as the
 tokenizer's ``chat_template``, so that the run's saved ``tokenizer/`` formats prompts the same way.
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lmforge.core.data import BaseTextData, _fingerprint
-from lmforge.core.files import BUILDERS, DataFileError, read_rows, resolve_files
-from lmforge.core.instruction import (
+from lmforge.core.data.base import BaseTextData, fingerprint
+from lmforge.core.data.files import BUILDERS, DataFileError, read_rows, resolve_files
+from lmforge.core.data.instruction import (
     IGNORE_INDEX,
     EncodedConversation,
     LongExamples,
@@ -42,7 +42,7 @@ from lmforge.core.instruction import (
     prompt_response_messages,
     truncate,
 )
-from lmforge.core.instruction_layout import (
+from lmforge.core.data.instruction_layout import (
     LengthGroupedSampler,
     PackCollate,
     PackedExamples,
@@ -51,7 +51,7 @@ from lmforge.core.instruction_layout import (
     TokenizedExamples,
     pack_examples,
 )
-from lmforge.core.tokenizer import TokenizerSpec
+from lmforge.core.data.tokenizer import TokenizerSpec
 
 if TYPE_CHECKING:
     import datasets
@@ -80,7 +80,7 @@ class InstructionData(BaseTextData):
         response_column: Column with the response (``prompt_response`` shape).
         system_column: Column with a system message for each prompt (``prompt_response`` shape); None for none.
         chat_template: The Jinja chat template to format with; None takes the tokenizer's own, or
-            lmforge's default (`lmforge.core.instruction.DEFAULT_CHAT_TEMPLATE`) when it has none;
+            lmforge's default (`lmforge.core.data.instruction.DEFAULT_CHAT_TEMPLATE`) when it has none;
             ``default`` takes lmforge's even when the tokenizer has one. Saved with the run's tokenizer.
         tokenizer: A local tokenizer (``path``: the pretrained model's directory or a pre-training run's
             ``tokenizer/``) or how to train one (``train``).
@@ -230,7 +230,7 @@ class InstructionData(BaseTextData):
         to_messages = _ToMessages(shape, self.messages_column, self.prompt_column, self.response_column,
                                   self.system_column)
         rows = rows.map(to_messages, batched=True, remove_columns=list(columns),
-                        new_fingerprint=_fingerprint(rows._fingerprint, "to-messages", shape, sorted(columns)),
+                        new_fingerprint=fingerprint(rows._fingerprint, "to-messages", shape, sorted(columns)),
                         desc=f"Reading conversations ({key})")
         return self._check_rows(rows, key, shape)
 
@@ -268,7 +268,7 @@ class InstructionData(BaseTextData):
         tokenizer, key = self.tokenizer, self._key(split)
         encoded = rows.map(
             _Encode(tokenizer, self.template), batched=True, remove_columns=rows.column_names,
-            new_fingerprint=_fingerprint(rows._fingerprint, tokenizer.backend_tokenizer.to_str(), self.template,
+            new_fingerprint=fingerprint(rows._fingerprint, tokenizer.backend_tokenizer.to_str(), self.template,
                                          tokenizer.eos_token_id, "instruction-encode"),
             desc=f"Tokenizing ({split})",
         )
@@ -289,7 +289,7 @@ class InstructionData(BaseTextData):
             keep = np.flatnonzero(lengths <= self.max_length)
         else:
             encoded = encoded.map(_Truncate(self.max_length), batched=True,
-                                  new_fingerprint=_fingerprint(encoded._fingerprint, "truncate", self.max_length),
+                                  new_fingerprint=fingerprint(encoded._fingerprint, "truncate", self.max_length),
                                   desc=f"Truncating ({split})")
             useful = np.asarray(encoded["has_response"], dtype=bool)
             keep = np.flatnonzero(useful)

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lmforge.core.data import ResumableSampler
-from lmforge.core.instruction import IGNORE_INDEX
+from lmforge.core.data.base import ResumableSampler
+from lmforge.core.data.instruction import IGNORE_INDEX
 
 
 def pack_examples(lengths: Sequence[int], block_size: int) -> list[list[int]]:

@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from lmforge.core.files import DataFileError, bundled_data_dir
-from lmforge.core.instruction import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX
-from lmforge.core.instruction_data import InstructionData
-from lmforge.core.instruction_layout import model_inputs
-from lmforge.core.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.core.data.files import DataFileError, bundled_data_dir
+from lmforge.core.data.instruction import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX
+from lmforge.core.data.instruction_data import InstructionData
+from lmforge.core.data.instruction_layout import model_inputs
+from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 
 BUNDLED = {"train": "lmforge:instructions/train.jsonl", "val": "lmforge:instructions/val.jsonl"}
 
@@ -156,7 +156,7 @@ def test_bad_rows_are_refused_with_their_row_numbers(tmp_path: Path) -> None:
 def test_bad_rows_are_skipped_loudly_when_asked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", good_messages(30) + BAD)
     val = write_jsonl(tmp_path / "val.jsonl", good_messages(4))
-    with caplog.at_level(logging.WARNING, logger="lmforge.core.instruction_data"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.core.data.instruction_data"):
         data = instruction_data(tmp_path, train=str(train), val=str(val), skip_bad_rows=True, layout="padded")
     assert "left out 2 of 32 row(s)" in caplog.text
     assert len(data.datasets["train"]) == 30
@@ -172,7 +172,7 @@ def long_rows(tmp_path: Path) -> dict[str, str]:
 
 
 def test_long_examples_are_truncated_with_a_count(tmp_path: Path, long_rows: dict, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="lmforge.core.instruction_data"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.core.data.instruction_data"):
         data = instruction_data(tmp_path, **long_rows, max_length=48, long_examples="truncate", layout="padded")
     # The long prompt leaves no response token in 48 tokens and is dropped; the long response is cut.
     assert "truncated 2 of 22 examples to data.max_length=48" in caplog.text
@@ -182,7 +182,7 @@ def test_long_examples_are_truncated_with_a_count(tmp_path: Path, long_rows: dic
 
 
 def test_long_examples_are_dropped_with_a_count(tmp_path: Path, long_rows: dict, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="lmforge.core.instruction_data"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.core.data.instruction_data"):
         data = instruction_data(tmp_path, **long_rows, max_length=48, long_examples="drop")
     assert "dropped 2 of 22 examples longer than data.max_length=48" in caplog.text
     assert len(data.datasets["train"].examples) == 20

@@ -7,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from lmforge.core.instruction import (
+from lmforge.core.data.instruction import (
     DEFAULT_CHAT_TEMPLATE,
     IGNORE_INDEX,
     ChatTemplateError,
