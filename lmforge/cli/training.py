@@ -25,7 +25,7 @@ from torch.optim import Optimizer
 
 from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS
 from lmforge.core.checkpoint import unsafe_checkpoint_message
-from lmforge.core.data import labeled  # noqa: F401  (so `class_path: LabeledTextData` resolves)
+from lmforge.core.data import instruction_data, labeled  # noqa: F401  (so `class_path: LabeledTextData` resolves)
 from lmforge.core.data.base import BaseTextData
 from lmforge.core.hooks import RECIPE_KEYS
 from lmforge.core.module import LanguageModel

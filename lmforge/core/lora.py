@@ -11,17 +11,27 @@ layers holding the frozen original as ``base_layer``. Every other parameter is f
 For export, `save_adapter` writes a ``peft`` adapter directory (``adapter_config.json`` and
 ``adapter_model.safetensors``) that ``peft.PeftModel.from_pretrained(base_model, directory)`` loads,
 and `merge_lora` folds the updates into the base weights, leaving a plain HF model.
+
+Checkpoints (`checkpoint_record`, `restore_base`): a run with LoRA saves only the trainable backbone
+weights, with a record of the adapters and of the base model (its directory and a fingerprint of its
+weight files, `lmforge.core.checkpoint.weights_fingerprint`); loading checks both and takes the frozen
+weights from the base model the run built.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import Tensor, nn
+
+from lmforge.core.checkpoint import BACKBONE_PREFIX, CKPT_KEY, LORA_KEY, weights_fingerprint
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -230,3 +240,92 @@ def _fan_in_fan_out(model: nn.Module) -> bool:
     from peft.tuners.lora import LoraLayer
 
     return any(getattr(m, "fan_in_fan_out", False) for m in model.modules() if isinstance(m, LoraLayer))
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    """The names of ``model``'s trainable parameters: the adapters (and ``modules_to_save``)."""
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def adapter_config_dict(model: nn.Module) -> dict[str, Any]:
+    """The ``peft`` config of the adapters `apply_lora` put into ``model`` (defaults filled in, such as a
+    classifier's head in ``modules_to_save``) as plain JSON values, as in ``adapter_config.json``: what
+    `lmforge.core.checkpoint.adapted_model_from_checkpoint` rebuilds the adapters from."""
+    config = copy.deepcopy(model.peft_config["default"])
+    config.fan_in_fan_out = _fan_in_fan_out(model)
+    return json.loads(json.dumps(config.to_dict(), default=_plain))
+
+
+def checkpoint_record(state_dict: dict[str, Any], backbone: nn.Module, spec: LoraSpec, pretrained: str
+                      ) -> dict[str, Any]:
+    """Leave only the backbone's trainable weights in a checkpoint's ``state_dict`` (in place) and return the
+    LoRA record of the checkpoint's ``lmforge`` section.
+
+    Args:
+        state_dict: The LightningModule's state (``backbone.``-prefixed backbone weights, plugins' weights).
+        pretrained: The base model's directory (``model.backbone.pretrained``).
+    """
+    keep = {BACKBONE_PREFIX + name for name in trainable_names(backbone)}
+    for key in [k for k in state_dict if k.startswith(BACKBONE_PREFIX) and k not in keep]:
+        del state_dict[key]
+    return {"spec": dataclasses.asdict(spec), "adapter_config": adapter_config_dict(backbone),
+            "base": {"pretrained": str(Path(pretrained).resolve()), "fingerprint": weights_fingerprint(pretrained)}}
+
+
+def restore_base(checkpoint: dict[str, Any], spec: LoraSpec | None, pretrained: str | None,
+                 module: nn.Module, backbone: nn.Module) -> None:
+    """Check a checkpoint against this run's LoRA settings and put the frozen base weights, which a LoRA
+    checkpoint leaves out, into its ``state_dict`` (from ``module``, whose backbone the run built from the
+    base model), so that the LightningModule loads it strictly.
+
+    Args:
+        spec: This run's ``model.backbone.lora``.
+        pretrained: This run's ``model.backbone.pretrained``.
+        module: The LightningModule the checkpoint is loaded into.
+        backbone: Its backbone (``module.backbone``).
+
+    Raises:
+        ValueError: LoRA in one of the two and not the other, other LoRA settings, missing adapter weights,
+            or a base model whose weights are not those the adapters were trained on.
+    """
+    record = checkpoint.get(CKPT_KEY, {}).get(LORA_KEY)
+    if record is None and spec is None:
+        return
+    if record is None:
+        raise ValueError(f"{KEY}: this run trains LoRA adapters, but the checkpoint holds a model trained without "
+                         "them; resume it without model.backbone.lora, or start LoRA from a model directory "
+                         "(lmforge export CKPT DIR, then model.backbone.pretrained: DIR).")
+    if spec is None:
+        raise ValueError(f"{KEY}: the checkpoint holds LoRA adapters ({record['spec']}) but this run sets no "
+                         f"model.backbone.lora; set it as in training.")
+    differ = {k: (v, record["spec"].get(k)) for k, v in dataclasses.asdict(spec).items() if record["spec"].get(k) != v}
+    if differ:
+        shown = ", ".join(f"{k}: {old!r} in the checkpoint, {new!r} here" for k, (new, old) in differ.items())
+        raise ValueError(f"{KEY}: must be the checkpoint's LoRA settings, got other ones ({shown}).")
+    fingerprint = weights_fingerprint(pretrained)
+    if fingerprint != record["base"]["fingerprint"]:
+        raise ValueError(
+            f"model.backbone.pretrained: the checkpoint's adapters were trained on the base model at "
+            f"{record['base']['pretrained']} (weights {record['base']['fingerprint'][:19]}), but the weights in "
+            f"{pretrained} differ ({fingerprint[:19]}); set model.backbone.pretrained to the base model they were "
+            "trained on."
+        )
+    state = checkpoint["state_dict"]
+    adapters = {BACKBONE_PREFIX + name for name in trainable_names(backbone)}
+    missing = sorted(adapters - set(state))
+    if missing:
+        raise ValueError(f"{KEY}: the checkpoint lacks adapter weights of this model ({missing[:3]}"
+                         f"{', ...' if len(missing) > 3 else ''}); it was not written by a run with these settings.")
+    for key, value in module.state_dict().items():
+        if key.startswith(BACKBONE_PREFIX) and key not in adapters and key not in state:
+            state[key] = value
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what ``peft``'s config dict holds beyond JSON (sets of module names, enums)."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return getattr(value, "value", str(value))

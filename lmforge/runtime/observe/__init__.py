@@ -4,6 +4,8 @@
   run's config (the CLI's config callback; also stores the W&B run id in checkpoints).
 - `TokenThroughput`: tokens/s, FLOPs/s and MFU (Lightning's ThroughputMonitor).
 - `ValidationSamples`: generations or masked-token predictions at each validation.
+- `InstructionEval`: exact match of greedy answers to held-out instructions, and sample
+  answers, at each validation (instruction tuning).
 - `lmforge.runtime.observe.wandb`: W&B logger names, tags, resume and offline fallback.
 - `lmforge.cli.plot`: ``lmforge plot``, PNG charts of runs' ``metrics.csv``.
 
@@ -18,7 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"RunConfig": "run_config", "TokenThroughput": "throughput", "ValidationSamples": "samples"}
+_EXPORTS = {"RunConfig": "run_config", "TokenThroughput": "throughput", "ValidationSamples": "samples",
+            "InstructionEval": "instruction_eval"}
 __all__ = sorted(_EXPORTS)
 
 
