@@ -1,4 +1,4 @@
-"""Test-wide settings: offline, a private cache, small shared fixtures."""
+"""Test-wide settings: offline, a private cache, small shared fixtures (their pieces are in tiny.py)."""
 
 from __future__ import annotations
 
@@ -14,24 +14,12 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 from observed import observed_run  # noqa: E402,F401  (a shared fixture: one small observed run)
-
-WORDS = ("the cat sat on a mat and the dog ran to the park while birds sang in tall green trees "
-         "she read a book he cooked rice they walked home under the warm evening sun").split()
+from tiny import write_corpus  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["LMFORGE_CACHE"] = str(tmp_path_factory.mktemp("lmforge-cache"))
-
-
-def write_corpus(path: Path, n_docs: int, seed: int = 0, words_per_doc: tuple[int, int] = (8, 30)) -> Path:
-    """A small deterministic text corpus, one document per line."""
-    import random
-
-    rng = random.Random(seed)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(*words_per_doc))) + "." for _ in range(n_docs)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -141,8 +141,11 @@ class BoomWeights(BiasMitigator):
         raise FileNotFoundError("weights.csv")
 
 
-class NaNAt(Regularizer):
-    """A loss term that turns NaN from its ``after``-th call on."""
+# -- terms that go non-finite, one per kind that has a loss term ---------------------------------------
+
+
+class NanAfter(Regularizer):
+    """A loss term that turns NaN from its ``after``-th call on (``after`` calls are finite)."""
 
     def __init__(self, after: int) -> None:
         super().__init__()
@@ -151,6 +154,45 @@ class NaNAt(Regularizer):
     def loss(self, ctx):
         self.calls += 1
         return ctx.objective_loss * (float("nan") if self.calls > self.after else 0.0)
+
+
+def nan_from_step(ctx, start: int, once: bool) -> torch.Tensor:
+    """0 times the objective's loss, or NaN from optimizer step ``start`` on (at ``start`` only with ``once``)."""
+    bad = ctx.step == start if once else ctx.step >= start
+    return ctx.objective_loss * (float("nan") if bad else 0.0)
+
+
+class NanRegularizer(Regularizer):
+    """A regularizer term that is NaN from optimizer step ``start`` on, or at ``start`` only with ``once``."""
+
+    def __init__(self, start: int = 2, once: bool = False) -> None:
+        super().__init__()
+        self.start, self.once = start, once
+
+    def loss(self, ctx):
+        return nan_from_step(ctx, self.start, self.once)
+
+
+class NanMitigator(BiasMitigator):
+    """A bias mitigator's term that is NaN from optimizer step ``start`` on."""
+
+    def __init__(self, start: int = 2) -> None:
+        super().__init__()
+        self.start = start
+
+    def loss(self, ctx):
+        return nan_from_step(ctx, self.start, once=False)
+
+
+class NanDistiller(Distiller):
+    """A distiller with two terms, ``kl`` NaN from optimizer step ``start`` on and ``hidden`` always 0."""
+
+    def __init__(self, start: int = 2) -> None:
+        super().__init__()
+        self.start = start
+
+    def loss(self, ctx):
+        return {"kl": nan_from_step(ctx, self.start, once=False), "hidden": ctx.objective_loss * 0.0}
 
 
 class Vector(Regularizer):

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from lmforge.core.hooks import HOOK_BY_NAME, RECIPE_KEYS
+from lmforge.core.hooks import HOOK_BY_NAME, KIND_BY_NAME, RECIPE_KEYS
 from lmforge.core.plugins import KIND_BASES, Plugin, declared, implemented_hooks, objective_task
 
 REQUIRED = inspect.Parameter.empty
@@ -117,7 +117,7 @@ def recipe_snippet(kind: str, name: str, arguments: list[Argument]) -> list[str]
     if arguments:
         entry["init_args"] = {arg.name: value(arg) for arg in arguments}
     key = RECIPE_KEYS[kind]
-    text = yaml.safe_dump({"model": {key: entry if key in ("objective", "distiller") else [entry]}},
+    text = yaml.safe_dump({"model": {key: [entry] if KIND_BY_NAME[kind].many else entry}},
                           sort_keys=False, default_flow_style=False)
     return ["  " + line for line in text.splitlines()]
 

@@ -2,7 +2,9 @@
 
     lmforge plugins [--kind KIND]            every plugin: kind, name, distribution and version, summary
     lmforge plugins show NAME [--kind KIND]  one plugin: metadata, hooks, init arguments, a recipe snippet
-    lmforge plugins new KIND NAME [--dir D]  write a ready-to-edit plugin package (lmforge.cli.scaffold)
+    lmforge plugins new KIND NAME [--dir D] [--dist DIST]
+                                             write a ready-to-edit plugin package (lmforge.cli.scaffold)
+    lmforge plugins new KIND NAME --into P   add a plugin to the existing package in directory P
 
 The listing is cached so that ``lmforge plugins`` does not import torch. Checking a plugin means
 importing it (its class must load, subclass its kind's base class and declare valid metadata), and
@@ -59,16 +61,26 @@ def main(argv: list[str]) -> int:
     show = sub.add_parser("show", help="a plugin's metadata, hooks, init arguments and a recipe snippet")
     show.add_argument("name", help="the plugin's name (its class name), as in a recipe")
     show.add_argument("--kind", dest="show_kind", choices=kinds, help="the kind, when two kinds share the name")
-    new = sub.add_parser("new", help="write a ready-to-edit plugin package with tests that use lmforge.testing")
+    new = sub.add_parser("new", help="write a ready-to-edit plugin package, or add a plugin to one, with tests "
+                                     "that use the lmforge_kit fixture")
     new.add_argument("new_kind", metavar="KIND", choices=kinds, help=f"one of {', '.join(kinds)}")
     new.add_argument("new_name", metavar="NAME", help="the plugin's class name, CamelCase (e.g. ZLoss)")
-    new.add_argument("--dir", help="where to write the package (default: ./lmforge-<name>); must not exist "
-                                   "or be empty")
+    new.add_argument("--dist", help="the new package's distribution name (default: lmforge-<name>); its import "
+                                    "name is this with _ for -")
+    where = new.add_mutually_exclusive_group()
+    where.add_argument("--dir", help="where to write the new package (default: ./<dist>); must not exist or be "
+                                     "empty")
+    where.add_argument("--into", metavar="PACKAGE_DIR",
+                       help="add the plugin to the existing package in PACKAGE_DIR (made by this command or by "
+                            "hand): its module, its test file and its entry point in pyproject.toml")
     args = parser.parse_args(argv)
     if args.action == "show":
         return show_plugin(args.name, args.show_kind or args.kind)
     if args.action == "new":
-        return new_plugin(args.new_kind, args.new_name, args.dir)
+        if args.into is not None and args.dist is not None:
+            parser.error("--dist names a new package; with --into the distribution is the one in "
+                         "PACKAGE_DIR/pyproject.toml")
+        return new_plugin(args.new_kind, args.new_name, args.dir, args.dist, args.into)
     return list_plugins(args.kind, args.refresh)
 
 
@@ -116,14 +128,24 @@ def show_plugin(name: str, kind: str | None) -> int:
     return 0
 
 
-def new_plugin(kind: str, name: str, directory: str | None) -> int:
-    from lmforge.cli.scaffold import ScaffoldError, write_package  # the plugin kinds, and torch
+def new_plugin(kind: str, name: str, directory: str | None, dist: str | None = None,
+               into: str | None = None) -> int:
+    from lmforge.cli.scaffold import ScaffoldError, add_to_package, write_package  # the plugin kinds, and torch
 
     try:
-        root = write_package(kind, name, directory)
+        if into is not None:
+            changed = add_to_package(kind, name, into)
+        else:
+            root = write_package(kind, name, directory, dist)
     except ScaffoldError as exc:
         print(f"lmforge plugins new: {exc}", file=sys.stderr)
         return 2
+    if into is not None:
+        print(f"added {name} to {into}:")
+        for path in changed:
+            print(f"  {path}")
+        print(f"next: pip install -e {into} (entry points are read at install, so reinstall) && pytest")
+        return 0
     print(f"wrote {root}")
     print(f"next: cd {root} && pip install -e . && pytest")
     return 0

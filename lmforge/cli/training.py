@@ -226,6 +226,9 @@ def explain_error(message: str, valid_keys: list[str], plugins: Any) -> str:
     """Put what the user must change in front of a jsonargparse error."""
     hints: list[str] = []
     group = re.search(r'Parser key "model\.(\w+)"', message)
+    gone = _uninstalled_plugin(message, group.group(1) if group else None, plugins)
+    if gone is not None:  # a saved config naming a plugin whose package is gone: jsonargparse's import error is noise
+        return gone
     if group and group.group(1) in PLUGIN_KEYS and "Problem with given class_path" not in message:
         name = re.search(r"Import path (\S+)|dot import path string: (\S+)|Given value: (\S+)", message)
         given = next((g for g in name.groups() if g), "?") if name else "?"
@@ -241,6 +244,24 @@ def explain_error(message: str, valid_keys: list[str], plugins: Any) -> str:
         hints.append(_unknown_argument_hint(*option.groups()))
     hints.extend(_wrong_value_hints(message))
     return "\n".join([*hints, message]) if hints else message
+
+
+def _uninstalled_plugin(message: str, key: str | None, plugins: Any) -> str | None:
+    """lmforge's unknown-plugin error for a plugin named by a dotted path that no longer imports (a run's saved
+    config.yaml after its package was uninstalled), or None when ``message`` is not about one."""
+    if key not in PLUGIN_KEYS:
+        return None
+    found = re.search(r"Problem with given class_path '([\w.]+)':\s*(No module named '[\w.]+'|module '[\w.]+' has "
+                      r"no attribute '\w+')", message)
+    if found is None:
+        return None
+    class_path, reason = found.groups()
+    kind, name = PLUGIN_KEYS[key], class_path.rsplit(".", 1)[-1]
+    if name in plugins.names(kind):  # the same name is installed from elsewhere: the config's path is stale
+        info = plugins.get(kind, name)
+        return (f"model.{key}: {class_path} cannot be imported ({reason}); the installed {kind.replace('_', ' ')} "
+                f"{name!r} is {info.qualname} from {info.dist} {info.version}: name it `class_path: {name}`.")
+    return f"model.{key}: {unknown_plugin_message(kind, name, plugins)} (The config names {class_path}: {reason}.)"
 
 
 def _wrong_value_hints(message: str) -> list[str]:

@@ -50,6 +50,8 @@ KINDS: tuple[Kind, ...] = (
          "reduces learned bias: data rewrite, filtering, reweighting, adversary"),
     Kind("distiller", "Distiller", "lmforge.distillers", "distiller", False,
          "adds a loss that pulls the model toward a frozen teacher"),
+    Kind("data_filter", "DataFilter", "lmforge.data_filters", "data_filters", True,
+         "finds and redacts or drops documents before tokenization, on every split"),
 )
 KIND_BY_NAME = {kind.name: kind for kind in KINDS}
 #: kind -> entry-point group
@@ -90,11 +92,17 @@ OBJECTIVE = ("objective",)
 HOOKS: tuple[Hook, ...] = (
     Hook("process_text", "data", PLUGIN_KINDS,
          "the DataModule, once per dataset, before tokenization, on the splits in the plugin's ``splits``, in "
-         "run order (bias mitigators before augmenters)",
-         "a batch of rows as columns (``text`` and the data's other columns) and a seeded ``random.Random``; "
-         "not the model",
+         "run order (data filters, then bias mitigators, then augmenters)",
+         "a batch of rows as columns (``text`` and the data's other columns), a seeded ``random.Random`` and, "
+         "when the method declares it, the ``split`` (``train``, ``val``, ``test``); not the model",
          "columns of equal length (rows may be added or dropped), every column kept",
          ("process_text", "validation split untouched")),
+    Hook("data_report", "data", PLUGIN_KINDS,
+         "the DataModule, after ``process_text`` ran over a split (and when that split was read from the cache)",
+         "nothing: what the plugin counted in the ``process_text`` calls since the last report",
+         "figures by name (``{'EMAIL': 12.0}``), saved with the run (``data_report.json``, per split) and "
+         "logged as ``data/<split>/<plugin>/<name>``; or None",
+         ("process_text",)),
     Hook("sample_weights", "data", PLUGIN_KINDS,
          "the DataModule, once, on the processed training documents",
          "the training documents (a ``datasets.Dataset`` with their columns); not the model",

@@ -34,11 +34,12 @@ from transformers import PreTrainedTokenizerBase
 from lmforge.core.backbone import Backbone, build_backbone, build_config, max_positions, position_limit
 from lmforge.core import lora
 from lmforge.core.checkpoint import CKPT_KEY, LORA_KEY
-from lmforge.core.hooks import KINDS
+from lmforge.core.hooks import KINDS, RECIPE_KEYS
 from lmforge.core.plugin_checks import check_plugins, hook_guard, run_order
 from lmforge.core.plugins import (
     Augmenter,
     BiasMitigator,
+    DataFilter,
     Distiller,
     HostView,
     LossOutput,
@@ -74,6 +75,8 @@ class LanguageModel(LightningModule):
         augmenters: Text- or token-level training augmentation.
         bias_mitigators: Data rewrites, filters, reweighting or adversaries.
         distiller: Knowledge distillation from a frozen teacher.
+        data_filters: Redact or drop documents before tokenization, on every
+            split (personal data, unsafe text); they run first at the data stage.
         optimizer: Set from the recipe's top-level ``optimizer`` key.
         lr_scheduler: Set from the recipe's top-level ``lr_scheduler`` key.
         no_weight_decay_1d: Exempt biases and norm weights (1-D parameters)
@@ -96,6 +99,7 @@ class LanguageModel(LightningModule):
         augmenters: list[Augmenter] | None = None,
         bias_mitigators: list[BiasMitigator] | None = None,
         distiller: Distiller | None = None,
+        data_filters: list[DataFilter] | None = None,
         optimizer: dict[str, Any] | None = None,
         lr_scheduler: dict[str, Any] | None = None,
         no_weight_decay_1d: bool = True,
@@ -112,7 +116,7 @@ class LanguageModel(LightningModule):
             raise ValueError(f"model.backbone_lr_scale must be 1 with model.backbone.lora, got {backbone_lr_scale}: "
                              "with LoRA the base model is frozen and only the adapters train. Set the adapters' "
                              "rate with optimizer.init_args.lr, or their scale with model.backbone.lora.alpha.")
-        self.save_hyperparameters(ignore=["objective", "regularizers", "augmenters", "bias_mitigators", "distiller"])
+        self.save_hyperparameters(ignore=["objective", *RECIPE_KEYS.values()])
         if isinstance(self.hparams.get("backbone"), Backbone):  # keep checkpoints loadable with weights_only=True
             self.hparams["backbone"] = dataclasses.asdict(backbone)
         self.backbone_spec = backbone
@@ -121,6 +125,7 @@ class LanguageModel(LightningModule):
         self.augmenters = nn.ModuleList(augmenters or [])
         self.bias_mitigators = nn.ModuleList(bias_mitigators or [])
         self.distiller = distiller
+        self.data_filters = nn.ModuleList(data_filters or [])
         self.optimizer_init = optimizer or DEFAULT_OPTIMIZER
         check_optimizer(self.optimizer_init)
         self.lr_scheduler_init = lr_scheduler
@@ -155,7 +160,7 @@ class LanguageModel(LightningModule):
 
     def plugins(self) -> list[Plugin]:
         """Every plugin except the objective, in run order: recipe order (regularizers, augmenters, bias
-        mitigators, the distiller), adjusted to the plugins' ``runs_after``/``runs_before``."""
+        mitigators, the distiller, data filters), adjusted to the plugins' ``runs_after``/``runs_before``."""
         return list(self._run_order)
 
     def data_plugins(self) -> list[Plugin]:
@@ -356,6 +361,15 @@ class LanguageModel(LightningModule):
             self.val_metrics[name].update(value, weight)
         if len(self.epoch_metrics):
             self.objective.update_epoch_metrics(dict(self.epoch_metrics.items()), outputs, batch)
+
+    def on_train_start(self) -> None:
+        # What the data-stage plugins reported (redactions by type, documents dropped), with the metrics.
+        reports = getattr(self._datamodule(), "data_reports", None) or {}
+        figures = {f"data/{split}/{plugin}/{name}": value for split, by_plugin in reports.items()
+                   for plugin, report in by_plugin.items() for name, value in report.items()}
+        if figures:
+            for logger in self.loggers:
+                logger.log_metrics(figures, step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")

@@ -15,10 +15,11 @@ a `StepContext`.
 
 Run order: at every stage, the host calls the plugins in one order, computed
 once when the model is built: recipe order (regularizers, augmenters, bias
-mitigators, the distiller), with a plugin moved only as far as its
-``runs_after``/``runs_before`` demand. Those declarations are merged over a
-plugin's classes, and the kinds declare their own: augmenters run after bias
-mitigators, so that data is filtered and rewritten before it is augmented.
+mitigators, the distiller, data filters), with a plugin moved only as far as
+its ``runs_after``/``runs_before`` demand. Those declarations are merged over a
+plugin's classes, and the kinds declare their own: data filters run before bias
+mitigators and augmenters, and augmenters after bias mitigators, so that data
+is redacted, filtered and rewritten before it is augmented.
 
 An exception from any hook stops the run with an error that names the plugin,
 its recipe key and its distribution (`lmforge.core.plugin_checks`), keeping
@@ -46,6 +47,7 @@ Changes in lmforge 0.2 (the old forms work until 0.3, with a
 
 from __future__ import annotations
 
+import inspect
 import random
 import re
 import warnings
@@ -255,7 +257,7 @@ class Plugin(nn.Module):
                 ``objective`` and ``device``.
         """
 
-    def process_text(self, examples: Examples, rng: random.Random) -> Examples:
+    def process_text(self, examples: Examples, rng: random.Random, split: str = "train") -> Examples:
         """Data stage: rewrite, add or drop raw examples before tokenization.
 
         Args:
@@ -263,12 +265,25 @@ class Plugin(nn.Module):
             rng: The only source of randomness to use; it is seeded from the
                 run's seed, the plugin's position and the batch's position, so
                 the processed dataset is the same on every run and rank.
+            split: The split being processed (``train``, ``val``, ``test``).
+                Optional, as in pluggy: the host passes it only to an
+                implementation that declares it.
 
         Returns:
             Columns of equal length; the number of rows may differ from the
             input's (augmented copies, filtered rows).
         """
         return examples
+
+    def data_report(self) -> dict[str, float] | None:
+        """Data stage: what ``process_text`` counted since the last call (redactions by type, documents
+        dropped), as figures by name; None for nothing to report.
+
+        The host calls it once after each split's ``process_text`` pass and keeps the figures with the
+        dataset cache, so a split read from the cache reports the same figures. They are saved with the run
+        (``data_report.json``) and logged as ``data/<split>/<plugin>/<name>``.
+        """
+        return None
 
     def sample_weights(self, examples: datasets.Dataset) -> Sequence[float] | None:
         """Data stage: sampling weights for the processed training documents.
@@ -475,6 +490,19 @@ class BiasMitigator(Plugin):
     kind: ClassVar[str] = "bias_mitigator"
 
 
+class DataFilter(Plugin):
+    """Finds and redacts, or drops, documents before tokenization (``process_text``), on every split, and
+    reports what it did (``data_report``): personal data, unsafe or duplicate text.
+
+    Data filters run first at the data stage, before bias mitigators and augmenters, so that no other plugin
+    (counterfactual augmentation, say) copies what they remove.
+    """
+
+    kind: ClassVar[str] = "data_filter"
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    runs_before: ClassVar[tuple[str, ...]] = ("BiasMitigator", "Augmenter")
+
+
 class Distiller(Plugin):
     """Adds a loss (``loss``) that pulls the model toward a frozen teacher,
     which it loads in ``setup``. The teacher is not part of the model's
@@ -496,6 +524,16 @@ def overrides(plugin: Plugin | type[Plugin], hook: str) -> bool:
     found = getattr(cls, hook, None)
     # A hook the kind's base does not define (an objective's hook on a regularizer) is implemented when defined.
     return callable(found) and found is not getattr(base, hook, None)
+
+
+def call_hook(method: Callable[..., Any], *arguments: Any, **optional: Any) -> Any:
+    """Call a hook implementation with its required ``arguments`` and those ``optional`` ones it declares, as
+    pluggy does: an optional hook argument (``process_text``'s ``split``) reaches only implementations that
+    name it, so implementations written before it existed keep working."""
+    parameters = inspect.signature(method).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        optional = {k: v for k, v in optional.items() if k in parameters}
+    return method(*arguments, **optional)
 
 
 def implemented_hooks(plugin: Plugin | type[Plugin]) -> list[str]:

@@ -1,24 +1,25 @@
 """lmforge.testing: the conformance kit for plugin authors.
 
-Call it from a plugin package's own tests::
+Call it from a plugin package's own tests, through the ``lmforge_kit`` pytest
+fixture (from the ``lmforge`` pytest plugin, registered when lmforge is
+installed; its files live in pytest's temporary directory)::
 
-    from lmforge.testing import check_plugin
-    from my_package import ZLoss
+    from my_package.z_loss import ZLoss
 
-    def test_zloss_keeps_the_plugin_contract():
-        check_plugin(ZLoss)                                  # built with its defaults
-        check_plugin(ZLoss, init_args={"weight": 1e-2})      # and with other arguments
+    def test_zloss_keeps_the_plugin_contract(lmforge_kit):
+        lmforge_kit.check(ZLoss)                                  # built with its defaults
+        lmforge_kit.check(ZLoss, init_args={"weight": 1e-2})      # and with other arguments
 
-`check_plugin` runs the plugin on a tiny model and batch for each objective
-task it supports (see `lmforge.testing.conformance` for the list of checks)
-and raises `ConformanceError` naming the check that failed. `step_context`
-gives the inputs of a plugin's ``loss`` hook on a tiny model, for tests that
-compare a plugin's term with a reference computation. lmforge's own contract
-test runs the same kit over every registered plugin.
-
-With pytest, the ``lmforge_kit`` fixture (from the ``lmforge`` pytest plugin,
-registered when lmforge is installed) gives a `Kit` whose files live in
-pytest's temporary directory.
+or without pytest, ``check_plugin(ZLoss)``. The kit runs the plugin on a tiny
+model and batch for each objective task it supports that has a fixture
+(``causal_lm``, ``masked_lm``, ``sequence_classification``,
+``token_classification``; see `lmforge.testing.conformance` for the checks) and
+raises `ConformanceError` naming the check that failed. ``lmforge_kit.teacher``
+gives a saved tiny teacher for a distiller (an HF directory, or an lmforge
+checkpoint). `step_context` gives the inputs of a plugin's ``loss`` hook on a
+tiny model, for tests that compare a plugin's term with a reference
+computation. lmforge's own contract test runs the same kit over every
+registered plugin.
 """
 
 from lmforge.testing.conformance import (

@@ -1,7 +1,9 @@
 """The conformance checks: what every lmforge plugin must do, checked on a tiny model.
 
 `check_plugin` builds the plugin with its defaults (plus ``init_args``) and,
-for each objective task it supports that has a fixture (`lmforge.testing.fixtures`):
+for each objective task it supports that has a fixture (`lmforge.testing.fixtures`;
+a plugin that supports every objective: the language-model tasks, unless
+``tasks`` names others):
 
 1. its metadata is well formed, and it pickles (spawn-based strategies pickle
    the model before ``setup``);
@@ -44,9 +46,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmforge.core.hooks import RECIPE_KEYS
+from lmforge.core.hooks import KIND_BY_NAME, RECIPE_KEYS
 from lmforge.core.module import LanguageModel, named_terms
-from lmforge.core.plugins import Objective, Plugin, metadata_problems, objective_task, overrides
+from lmforge.core.plugins import Objective, Plugin, call_hook, metadata_problems, objective_task, overrides
 from lmforge.core.registry import registry
 from lmforge.testing.fixtures import FIXTURES, REQUIRED_ARGUMENTS, Fixture, Workdir, corpus_lines
 
@@ -92,24 +94,44 @@ class Kit:
             _Run(self.workdir, FIXTURES[task], plugin, dict(init_args or {}), report).run()
         return report
 
+    def teacher(self, task: str = "causal_lm", checkpoint: bool = False) -> str:
+        """A saved tiny model of the ``task`` fixture, trained with the fixture's tokenizer: what a distiller's
+        ``teacher`` names.
+
+        Args:
+            task: The fixture's objective task.
+            checkpoint: An lmforge checkpoint (``.ckpt``, as ``lmforge fit`` writes) instead of a Hugging Face
+                model directory with its tokenizer (what the kit fills a required ``teacher`` with).
+        """
+        _require(task in FIXTURES, f"the kit has no fixture for {task!r} (it has {list(FIXTURES)})",
+                 exc=MissingFixture)
+        return self.workdir.teacher(FIXTURES[task], checkpoint)
+
     def tasks_for(self, plugin: type[Plugin], tasks: Sequence[str] | None = None) -> list[str]:
-        """The fixture tasks ``plugin`` is checked on: ``tasks``, or every task it supports that has a fixture."""
+        """The fixture tasks ``plugin`` is checked on: ``tasks``, or every task it supports that has a fixture.
+
+        A plugin that supports every objective (``supported_objectives = None``) is checked by default on the
+        fixtures marked ``default`` (the language-model ones), and on any other fixture that ``tasks`` names.
+        """
         if issubclass(plugin, Objective):
-            supported = {objective_task(plugin)}
-        elif plugin.supported_objectives is None:
-            supported = set(FIXTURES)
+            supported: set[str] | None = {objective_task(plugin)}
         else:
-            supported = set(plugin.supported_objectives)
-        claimed = [t for t, f in FIXTURES.items() if t in supported or f.objective in supported]
+            supported = None if plugin.supported_objectives is None else set(plugin.supported_objectives)
+        if supported is None:
+            claimed, default = list(FIXTURES), [t for t, f in FIXTURES.items() if f.default]
+        else:
+            claimed = [t for t, f in FIXTURES.items() if t in supported or f.objective in supported]
+            default = claimed
         if tasks is not None:
             wrong = [t for t in tasks if t not in claimed]
             _require(not wrong, f"{plugin.__name__}: cannot check on {wrong}: the plugin supports "
-                                f"{sorted(supported)} and the kit has fixtures for {list(FIXTURES)}")
+                                f"{sorted(supported or ['every objective'])} and the kit has fixtures for "
+                                f"{list(FIXTURES)}")
             return list(tasks)
-        _require(bool(claimed), f"{plugin.__name__} supports {sorted(supported)}, and the kit has no fixture for "
-                                f"any of them (it has {list(FIXTURES)}); add one with "
+        _require(bool(default), f"{plugin.__name__} supports {sorted(supported or [])}, and the kit has no "
+                                f"fixture for any of them (it has {list(FIXTURES)}); add one with "
                                 "lmforge.testing.register_fixture", exc=MissingFixture)
-        return claimed
+        return default
 
 
 class MissingFixture(ConformanceError):
@@ -134,8 +156,9 @@ def check_plugin(plugin: type[Plugin], init_args: dict[str, Any] | None = None,
         plugin: The plugin class (any kind, objectives included).
         init_args: Arguments for its ``__init__`` besides its defaults. A required argument named
             ``teacher`` is filled with a saved tiny model; other required arguments must be given.
-        tasks: Objective tasks to check on (``causal_lm``, ``masked_lm``); default: every task the
-            plugin supports (``supported_objectives``) that the kit has a fixture for.
+        tasks: Objective tasks to check on (``causal_lm``, ``masked_lm``, ``sequence_classification``,
+            ``token_classification``); default: every task the plugin supports (``supported_objectives``)
+            that the kit has a fixture for, the language-model ones for a plugin that supports every objective.
         kit: The `Kit` (working directory) to use; default: one per process.
 
     Returns:
@@ -217,7 +240,7 @@ class _Run:
         if key == "objective":
             return LanguageModel(self.fixture.backbone, plugin)
         objective = registry().get("objective", self.fixture.objective).cls()
-        value = plugin if key == "distiller" else [plugin]
+        value = [plugin] if KIND_BY_NAME[plugin.kind].many else plugin
         return LanguageModel(self.fixture.backbone, objective, **{key: value})
 
     # -- the checks, in order --------------------------------------------------------------------
@@ -311,7 +334,8 @@ class _Run:
             for global_seed, instance in ((SEED, self.build()), (SEED + 1, self.build())):
                 _seed(global_seed)
                 with _checking(f"{self.where}: process_text raised"):
-                    out = instance.process_text({k: list(v) for k, v in examples.items()}, random.Random(SEED))
+                    out = call_hook(instance.process_text, {k: list(v) for k, v in examples.items()},
+                                    random.Random(SEED), split="train")
                 _require(isinstance(out, dict), f"{self.where}: process_text must return a dict of columns, "
                                                 f"got {type(out).__name__}")
                 lost = sorted(set(examples) - set(out))
@@ -325,6 +349,12 @@ class _Run:
                 outputs.append(out)
             _require(outputs[0] == outputs[1], f"{self.where}: process_text is not deterministic: two runs with "
                                                "the same rng differ; draw randomness only from the rng it is given")
+            if overrides(plugin, "data_report"):
+                with _checking(f"{self.where}: data_report raised"):
+                    report = instance.data_report()
+                _require(report is None or (isinstance(report, dict) and all(
+                    isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v) for k, v in report.items())),
+                    f"{self.where}: data_report must return None or finite numbers by name, got {report!r}")
             self.passed("process_text")
         if overrides(plugin, "sample_weights"):
             import datasets
@@ -342,6 +372,7 @@ class _Run:
         """A freshly built model (fresh plugin) with the trained model's state loaded strictly."""
         fresh = self.model(self.build())
         fresh.tokenizer = data.tokenizer
+        fresh.objective.bind_data(data)  # what Trainer.fit gives configure_model: a classifier's labels
         _seed(SEED)
         with _checking(f"{self.where}: setup of a fresh plugin raised"):
             fresh.configure_model()

@@ -6,9 +6,8 @@ from typing import Any
 
 import torch
 
-from lmforge.core.module import LanguageModel
+from lmforge.core.hooks import KIND_BY_NAME
 from lmforge.core.plugins import Plugin, StepContext, overrides, wants_hidden_states
-from lmforge.core.registry import registry
 from lmforge.testing.conformance import KIND_ARGUMENT, Kit, default_kit
 from lmforge.testing.fixtures import FIXTURES
 
@@ -22,14 +21,8 @@ def tiny_model(plugin: Plugin, task: str = "causal_lm", kit: Kit | None = None) 
     fixture = FIXTURES[task]
     key = KIND_ARGUMENT[plugin.kind]
     if key == "objective":
-        model = LanguageModel(fixture.backbone, plugin)
-    else:
-        objective = registry().get("objective", fixture.objective).cls()
-        model = LanguageModel(fixture.backbone, objective, **{key: plugin if key == "distiller" else [plugin]})
-    model.tokenizer = kit.workdir.tokenizer(fixture)
-    torch.manual_seed(0)
-    model.configure_model()
-    return model
+        return kit.workdir.model(fixture, plugin)
+    return kit.workdir.model(fixture, **{key: [plugin] if KIND_BY_NAME[plugin.kind].many else plugin})
 
 
 def step_context(plugin: Plugin, task: str = "causal_lm", kit: Kit | None = None, seed: int = 0) -> StepContext:

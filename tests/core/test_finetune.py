@@ -26,7 +26,7 @@ from lmforge.plugins.objectives.token_classification import TokenClassification
 
 BERT_CONFIG = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64,
                "max_position_embeddings": 64}
-TINY_BERT = Backbone("bert", BERT_CONFIG)
+TWO_LAYER_BERT = Backbone("bert", BERT_CONFIG)
 NAMES = ["negative", "neutral", "positive"]
 MOODS = {"positive": ["sang", "read"], "negative": ["ran", "cooked"], "neutral": ["sat", "walked"]}
 PEOPLE, PLACES = ["anna", "omar", "li"], ["paris", "the park", "new york"]
@@ -75,7 +75,7 @@ def mlm_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                     val=str(write_corpus(root / "val.txt", 30, seed=2)), block_size=32, batch_size=4,
                     tokenizer=TokenizerSpec(train=TokenizerTraining(algorithm="wordpiece", vocab_size=200)),
                     cache_dir=str(root / "cache"))
-    model = LanguageModel(TINY_BERT, MaskedLM())
+    model = LanguageModel(TWO_LAYER_BERT, MaskedLM())
     trainer = quiet_trainer(3)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(root / "mlm.ckpt")
@@ -103,7 +103,7 @@ def classifier_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                    label_column="tags", max_length=32, batch_size=4, cache_dir=str(root / "cache"),
                                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), seed=0)
             objective = TokenClassification()
-        model = LanguageModel(TINY_BERT, objective, optimizer={"class_path": "torch.optim.AdamW",
+        model = LanguageModel(TWO_LAYER_BERT, objective, optimizer={"class_path": "torch.optim.AdamW",
                                                                "init_args": {"lr": 1e-2}})
         trainer = quiet_trainer(8)
         trainer.fit(model, datamodule=data)
@@ -191,7 +191,7 @@ def test_freeze_finds_gpt2_blocks_and_refuses_too_many() -> None:
 
 
 def test_parameter_groups_carry_the_backbone_and_head_learning_rates(tmp_path: Path) -> None:
-    model = LanguageModel(TINY_BERT, SequenceClassification(), backbone_lr_scale=0.1,
+    model = LanguageModel(TWO_LAYER_BERT, SequenceClassification(), backbone_lr_scale=0.1,
                           optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.1}})
     trainer = quiet_trainer(1)
     trainer.fit(model, datamodule=sentiment_data(tmp_path))
@@ -212,7 +212,7 @@ def test_parameter_groups_carry_the_backbone_and_head_learning_rates(tmp_path: P
     scheduled = model.configure_optimizers()["optimizer"].param_groups
     assert sorted(g["initial_lr"] for g in scheduled) == pytest.approx([1e-4, 1e-4, 1e-3, 1e-3])
     with pytest.raises(ValueError, match="backbone_lr_scale must be positive"):
-        LanguageModel(TINY_BERT, SequenceClassification(), backbone_lr_scale=0.0)
+        LanguageModel(TWO_LAYER_BERT, SequenceClassification(), backbone_lr_scale=0.0)
 
 
 def test_resuming_with_other_labels_is_refused(classifier_run: dict) -> None:

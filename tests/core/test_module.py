@@ -12,18 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from host_plugins import NanAfter
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
+from tiny import TINY_BERT, TINY_GPT2, text_data, write_corpus
 from torch import nn
 
-from lmforge.core.backbone import Backbone
 from lmforge.core.data.text import TextData
 from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Augmenter, BiasMitigator, Distiller, Regularizer, StepContext
 from lmforge.plugins.objectives.causal_lm import CausalLM
-
-TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 
 
 class DropDogs(BiasMitigator):
@@ -84,12 +83,6 @@ class HiddenProbe(Distiller):
         return {"a": h.pow(2).mean() * 0.0, "b": ctx.objective_loss.detach() * 0.0}
 
 
-def make_data(corpus: dict[str, Path], tmp_path: Path, **kwargs) -> TextData:
-    return TextData(train=str(corpus["train"]), val=str(corpus["val"]),
-                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
-                    block_size=32, batch_size=4, cache_dir=str(tmp_path / "cache"), seed=0, **kwargs)
-
-
 def fit(model: LanguageModel, data: TextData, tmp_path: Path, steps: int = 4) -> Trainer:
     trainer = Trainer(max_steps=steps, accelerator="cpu", logger=CSVLogger(tmp_path, name="run"),
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -104,7 +97,7 @@ def logged_keys(trainer: Trainer) -> set[str]:
 
 
 def test_text_stage_runs_in_order_and_augmenters_skip_validation(corpus, tmp_path):
-    data = make_data(corpus, tmp_path)
+    data = text_data(corpus, tmp_path / "cache")
     model = LanguageModel(TINY_GPT2, CausalLM(), augmenters=[Shout()], bias_mitigators=[DropDogs()])
     fit(model, data, tmp_path, steps=1)
     docs = {s: [line for line in corpus[s].read_text().splitlines() if line.strip()] for s in ("train", "val")}
@@ -120,7 +113,7 @@ def test_text_stage_runs_in_order_and_augmenters_skip_validation(corpus, tmp_pat
 
 
 def test_block_weights_are_the_mean_weight_of_their_tokens(corpus, tmp_path):
-    data = make_data(corpus, tmp_path)
+    data = text_data(corpus, tmp_path / "cache")
     model = LanguageModel(TINY_GPT2, CausalLM(), bias_mitigators=[WeightByLength()])
     fit(model, data, tmp_path, steps=1)
     assert data.train_weights is not None
@@ -137,7 +130,7 @@ def test_block_weights_are_the_mean_weight_of_their_tokens(corpus, tmp_path):
 def test_batch_stage_runs_every_training_step_only(corpus, tmp_path):
     counter = CountBatches()
     model = LanguageModel(TINY_GPT2, CausalLM(), augmenters=[counter])
-    fit(model, make_data(corpus, tmp_path), tmp_path, steps=3)
+    fit(model, text_data(corpus, tmp_path / "cache"), tmp_path, steps=3)
     assert counter.calls == 3  # validation batches do not pass through batch-stage plugins
     assert counter.devices == {"cpu"}
 
@@ -146,7 +139,7 @@ def test_plugin_parameters_from_setup_are_trained_and_checkpointed(corpus, tmp_p
     penalty = ScalePenalty()
     model = LanguageModel(TINY_GPT2, CausalLM(), regularizers=[penalty],
                           optimizer={"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}})
-    trainer = fit(model, make_data(corpus, tmp_path), tmp_path, steps=4)
+    trainer = fit(model, text_data(corpus, tmp_path / "cache"), tmp_path, steps=4)
     assert float(penalty.scale.detach().mean()) > 1.0  # pulled toward 2 by its own loss term
     assert "regularizers.0.scale" in model.state_dict()
     assert {"loss/total", "loss/causal_lm", "loss/scale_penalty"} <= logged_keys(trainer)
@@ -154,12 +147,12 @@ def test_plugin_parameters_from_setup_are_trained_and_checkpointed(corpus, tmp_p
 
 def test_hidden_states_are_requested_and_dict_terms_are_named(corpus, tmp_path):
     model = LanguageModel(TINY_GPT2, CausalLM(), distiller=HiddenProbe())
-    trainer = fit(model, make_data(corpus, tmp_path), tmp_path, steps=2)
+    trainer = fit(model, text_data(corpus, tmp_path / "cache"), tmp_path, steps=2)
     assert {"loss/hidden_probe/a", "loss/hidden_probe/b"} <= logged_keys(trainer)
 
 
 def test_validation_loss_is_the_token_weighted_mean(corpus, tmp_path):
-    data = make_data(corpus, tmp_path)
+    data = text_data(corpus, tmp_path / "cache")
     model = LanguageModel(TINY_GPT2, CausalLM())
     trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     (result,) = trainer.validate(model, datamodule=data)
@@ -192,7 +185,7 @@ def test_block_size_beyond_positions_names_the_key(corpus, tmp_path):
 def test_weight_decay_skips_one_dimensional_parameters(corpus, tmp_path):
     model = LanguageModel(TINY_GPT2, CausalLM(),
                           optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.1}})
-    fit(model, make_data(corpus, tmp_path), tmp_path, steps=1)
+    fit(model, text_data(corpus, tmp_path / "cache"), tmp_path, steps=1)
     groups = model.trainer.optimizers[0].param_groups
     assert groups[0]["weight_decay"] == 0.1 and all(p.ndim >= 2 for p in groups[0]["params"])
     assert groups[1]["weight_decay"] == 0.0 and all(p.ndim < 2 for p in groups[1]["params"])
@@ -201,25 +194,39 @@ def test_weight_decay_skips_one_dimensional_parameters(corpus, tmp_path):
 
 
 def test_text_stage_rng_is_seeded_per_batch(corpus, tmp_path):
-    seen = []
+    """``process_text``'s rng: the same for a batch on every run whatever the global random state, different
+    for each batch of a run (not one stream, nor one seed, for all), and different under another data seed."""
 
-    class Sample(Augmenter):
-        def process_text(self, examples, rng: random.Random):
-            seen.append(rng.random())
-            return examples
+    def draws(run: str, seed: int, global_seed: int) -> list[tuple[str, float]]:
+        seen: list[tuple[str, float]] = []
 
-    for run in range(2):
-        data = make_data(corpus, tmp_path / str(run))
-        fit(LanguageModel(TINY_GPT2, CausalLM(), augmenters=[Sample()]), data, tmp_path / str(run), steps=1)
-    half = len(seen) // 2
-    assert half > 0 and seen[:half] == seen[half:]
+        class Sample(Augmenter):
+            def process_text(self, examples, rng: random.Random):
+                seen.append((examples["text"][0], rng.random()))  # which batch (its first text), its first draw
+                return examples
+
+        random.seed(global_seed)
+        torch.manual_seed(global_seed)
+        data = text_data(big, tmp_path / run / "cache", seed=seed)
+        fit(LanguageModel(TINY_GPT2, CausalLM(), augmenters=[Sample()]), data, tmp_path / run, steps=1)
+        return seen
+
+    # 2,500 documents: three map batches of the text stage (1,000 rows each)
+    big = {"train": write_corpus(tmp_path / "big.txt", 2500, seed=3), "val": corpus["val"]}
+    first = draws("a", seed=0, global_seed=1)
+    assert len(first) == 3
+    assert draws("b", seed=0, global_seed=2) == first  # the run's seed decides, not the global random state
+    values = [value for _, value in first]
+    assert len(set(values)) == len(values)  # each batch its own rng
+    other = draws("c", seed=1, global_seed=1)
+    assert [text for text, _ in other] == [text for text, _ in first]  # the same batches ...
+    assert all(a != b for (_, a), (_, b) in zip(other, first))  # ... other draws under another seed
 
 
 def test_validating_a_checkpoint_uses_its_tokenizer_not_a_retrained_one(corpus, tmp_path):
     from lmforge.plugins.objectives.masked_lm import MaskedLM
 
-    bert = Backbone("bert", {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                             "intermediate_size": 64, "max_position_embeddings": 64})
+    bert = TINY_BERT
     spec = TokenizerSpec(train=TokenizerTraining(algorithm="wordpiece", vocab_size=150))
     first = TextData(train=str(corpus["train"]), val=str(corpus["val"]), tokenizer=spec, block_size=32,
                      cache_dir=str(tmp_path / "cache-a"))
@@ -235,24 +242,12 @@ def test_validating_a_checkpoint_uses_its_tokenizer_not_a_retrained_one(corpus, 
     assert fresh.tokenizer.get_vocab() == first.tokenizer.get_vocab()
 
 
-class NaNAfter(Regularizer):
-    """A loss term that turns NaN from its ``after``-th call on."""
-
-    def __init__(self, after: int) -> None:
-        super().__init__()
-        self.after, self.calls = after, 0
-
-    def loss(self, ctx):
-        self.calls += 1
-        return ctx.objective_loss * (float("nan") if self.calls > self.after else 0.0)
-
-
 def test_nonfinite_loss_stops_naming_the_term_and_step_before_the_update(corpus, tmp_path):
     from lmforge.core.module import NonFiniteLossError
 
-    model = LanguageModel(TINY_GPT2, CausalLM(), regularizers=[NaNAfter(after=2)])
-    data = make_data(corpus, tmp_path)
-    with pytest.raises(NonFiniteLossError, match=r"step 2: .*loss/na_n_after = nan.*--ckpt_path"):
+    model = LanguageModel(TINY_GPT2, CausalLM(), regularizers=[NanAfter(after=2)])
+    data = text_data(corpus, tmp_path / "cache")
+    with pytest.raises(NonFiniteLossError, match=r"step 2: .*loss/nan_after = nan.*--ckpt_path"):
         fit(model, data, tmp_path, steps=5)
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -260,10 +255,10 @@ def test_nonfinite_loss_stops_naming_the_term_and_step_before_the_update(corpus,
 def test_nonfinite_loss_can_skip_batches_up_to_a_limit(corpus, tmp_path):
     from lmforge.core.module import NonFiniteLossError
 
-    nan = NaNAfter(after=1)
+    nan = NanAfter(after=1)
     model = LanguageModel(TINY_GPT2, CausalLM(), regularizers=[nan], on_nonfinite_loss="skip", max_nonfinite_skips=2)
     with pytest.raises(NonFiniteLossError, match="after skipping 2 batches"):
-        fit(model, make_data(corpus, tmp_path), tmp_path, steps=6)
+        fit(model, text_data(corpus, tmp_path / "cache"), tmp_path, steps=6)
     assert nan.calls == 4 and model.nonfinite_skipped == 3  # one good step, two skipped, the third stops
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
 

@@ -13,15 +13,11 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
+from tiny import TINY_GPT2, text_data
 
-from lmforge.core.backbone import Backbone
-from lmforge.core.data.text import TextData
-from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.runtime.observe.throughput import PROGRESS_BAR_KEY, TokenThroughput
-
-TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 
 
 class GradNorms(Callback):
@@ -33,12 +29,6 @@ class GradNorms(Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         squares = sum(float(p.grad.double().pow(2).sum()) for p in pl_module.parameters() if p.grad is not None)
         self.norms[trainer.global_step] = squares ** 0.5
-
-
-def make_data(corpus: dict[str, Path], tmp_path: Path) -> TextData:
-    return TextData(train=str(corpus["train"]), val=str(corpus["val"]),
-                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
-                    block_size=32, batch_size=4, cache_dir=str(tmp_path / "cache"), seed=0)
 
 
 def read_columns(path: Path) -> dict[str, dict[int, float]]:
@@ -59,7 +49,7 @@ def test_loss_term_grad_norm_lr_groups_and_tokens_per_second(corpus, tmp_path):
                       callbacks=[probe, throughput, LearningRateMonitor(logging_interval="step")],
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                       limit_val_batches=0)
-    trainer.fit(model, datamodule=make_data(corpus, tmp_path))
+    trainer.fit(model, datamodule=text_data(corpus, tmp_path / "cache"))
     columns = read_columns(Path(trainer.logger.log_dir) / "metrics.csv")
     # The objective's term is logged even when it is the only one.
     assert columns["loss/causal_lm"] == columns["loss/total"]
@@ -80,7 +70,7 @@ def test_loss_term_grad_norm_lr_groups_and_tokens_per_second(corpus, tmp_path):
 @pytest.mark.parametrize("progress_bar", [True, False])
 def test_dataset_preparation_is_quiet_without_a_progress_bar(corpus, tmp_path, monkeypatch, progress_bar):
     seen = []
-    data = make_data(corpus, tmp_path)
+    data = text_data(corpus, tmp_path / "cache")
     monkeypatch.setattr(data, "_build", lambda: seen.append(datasets.is_progress_bar_enabled()))
     data.trainer = SimpleNamespace(progress_bar_callback=object() if progress_bar else None, logger=None)
     assert datasets.is_progress_bar_enabled()

@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
+from tiny import TINY_GPT2
 
-from lmforge.core.backbone import Backbone
 from lmforge.core.data.text import TextData
 from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import Distiller, Regularizer, StepContext
 from lmforge.plugins.objectives.causal_lm import CausalLM
-
-TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 
 
 class HalfHard(Distiller):

@@ -3,6 +3,7 @@ view, the run order computed once, kind rules as metadata, and the 0.1 forms sti
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,9 +11,9 @@ from typing import ClassVar
 
 import pytest
 import torch
+from tiny import TINY_GPT2
 
 from lmforge.core import hooks
-from lmforge.core.backbone import Backbone
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugins import (
     Augmenter,
@@ -27,7 +28,6 @@ from lmforge.plugins.objectives.masked_lm import MaskedLM
 from lmforge.plugins.objectives.sequence_classification import SequenceClassification
 from lmforge.plugins.objectives.token_classification import TokenClassification
 
-TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -204,3 +204,57 @@ def test_setup_sees_the_host_view_and_other_attributes_warn(tokenizer) -> None:
     model = tiny_model(tokenizer=tokenizer, regularizers=[Peeks()])
     assert seen["backbone"] is model.backbone and seen["objective"] is model.objective
     assert seen["tokenizer"] is tokenizer and seen["device"] == torch.device("cpu")
+
+
+# -- data filters: the sixth kind, an optional hook argument and the data report --------------------
+
+
+def test_data_filters_run_first_on_every_split_and_report_what_they_did(corpus, tmp_path) -> None:
+    from lmforge.core.data.text import TextData
+    from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
+    from lmforge.core.plugins import DataFilter
+
+    seen: list[tuple[str, str]] = []
+
+    class DropCats(DataFilter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dropped = 0
+
+        def process_text(self, examples, rng, split):
+            keep = ["cat" not in t for t in examples["text"]]
+            self.dropped += keep.count(False)
+            seen.append(("DropCats", split))
+            return {k: [v for v, ok in zip(col, keep) if ok] for k, col in examples.items()}
+
+        def data_report(self):
+            report, self.dropped = {"dropped": self.dropped}, 0
+            return report
+
+    class Shout(Augmenter):  # a 0.1-style hook without `split`: still called
+        def process_text(self, examples, rng):
+            seen.append(("Shout", "train"))
+            return {**examples, "text": [t.upper() for t in examples["text"]]}
+
+    def build() -> tuple[TextData, list[tuple[str, str]]]:
+        seen.clear()
+        model = LanguageModel(TINY_GPT2, CausalLM(), augmenters=[Shout()], data_filters=[DropCats()])
+        data = TextData(train=str(corpus["train"]), val=str(corpus["val"]), block_size=16, batch_size=4, seed=0,
+                        tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), cache_dir=str(tmp_path))
+        data.trainer = SimpleNamespace(lightning_module=model, global_rank=0, world_size=1, is_global_zero=True,
+                                       logger=None, progress_bar_callback=None)
+        data.setup("fit")
+        return data, list(seen)
+
+    data, calls = build()
+    assert calls[0] == ("DropCats", "train") and ("DropCats", "val") in calls and ("Shout", "val") not in calls
+    first_shout = calls.index(("Shout", "train"))
+    assert all(name == "DropCats" for name, _ in calls[:first_shout])  # the filter ran before the augmenter
+    cats = {split: sum("cat" in line for line in corpus[split].read_text().splitlines()) for split in ("train", "val")}
+    assert data.data_reports == {s: {"drop_cats": {"dropped": float(n)}} for s, n in cats.items()}
+    again, calls = build()  # from the dataset cache: process_text does not run, the report is the same
+    assert calls == [] and again.data_reports == data.data_reports
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    again.save_with_run(run_dir)
+    assert json.loads((run_dir / "data_report.json").read_text())["val"]["drop_cats"]["dropped"] == cats["val"]

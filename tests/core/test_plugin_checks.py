@@ -14,10 +14,9 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from tiny import TINY_GPT2, text_data
 
-from lmforge.core.backbone import Backbone
-from lmforge.core.data.text import TextData
-from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
+from lmforge.core.data.tokenizer import TokenizerTraining
 from lmforge.core.module import LanguageModel, NonFiniteLossError, named_terms
 from lmforge.core.plugin_checks import (
     PluginCompatibilityError,
@@ -32,17 +31,11 @@ from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.objectives.masked_lm import MaskedLM
 from lmforge.plugins.regularizers.r_drop import RDrop
 
-TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 HERE = "class host_plugins.{}, not an installed plugin"
 
 
 def model(*, objective=None, **plugins) -> LanguageModel:
     return LanguageModel(TINY_GPT2, objective or CausalLM(), **plugins)
-
-
-def make_data(corpus: dict[str, Path], tmp_path: Path) -> TextData:
-    return TextData(train=str(corpus["train"]), val=str(corpus["val"]), block_size=32, batch_size=4, seed=0,
-                    tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), cache_dir=str(tmp_path / "cache"))
 
 
 def trainer(tmp_path: Path, steps: int, **kwargs) -> Trainer:
@@ -104,7 +97,7 @@ def test_requirements_are_checked_against_the_recipe():
 
 def test_requiring_hidden_states_turns_them_on(corpus, tmp_path):
     plugin = hp.NeedsHidden()
-    trainer(tmp_path, 1).fit(model(regularizers=[plugin]), datamodule=make_data(corpus, tmp_path))
+    trainer(tmp_path, 1).fit(model(regularizers=[plugin]), datamodule=text_data(corpus, tmp_path / "cache"))
     assert plugin.saw_hidden == [True]
 
 
@@ -178,7 +171,7 @@ def test_runs_before_and_base_class_names_order_plugins():
 
 
 def test_the_data_stage_runs_a_filter_before_the_rewrite_that_must_follow_it(corpus, tmp_path):
-    data = make_data(corpus, tmp_path)
+    data = text_data(corpus, tmp_path / "cache")
     lm = model(bias_mitigators=[hp.CatsToDogs(), hp.DropDogs()])  # recipe order: the rewrite first
     assert [type(p).__name__ for p in lm.data_plugins()] == ["DropDogs", "CatsToDogs"]
     trainer(tmp_path, 1).fit(lm, datamodule=data)
@@ -267,7 +260,7 @@ def test_a_hook_that_raises_stops_the_run_before_training_naming_the_plugin(plug
     lm = model(**plugins)
     before = {k: v.clone() for k, v in lm.state_dict().items()}
     with pytest.raises(PluginError, match=message):
-        trainer(tmp_path, 3).fit(lm, datamodule=make_data(corpus, tmp_path))
+        trainer(tmp_path, 3).fit(lm, datamodule=text_data(corpus, tmp_path / "cache"))
     assert lm.global_step == 0
     if lm.backbone is not None:
         assert lm.trainer.optimizers[0].state == {}  # never stepped
@@ -279,11 +272,12 @@ def test_a_failure_mid_run_leaves_the_checkpoints_written_before_it_intact(corpu
     def fit(plugin, ckpt_path=None):
         checkpoint = ModelCheckpoint(dirpath=ckpts, every_n_train_steps=1, save_top_k=-1, save_last=True)
         trainer(tmp_path, 6, enable_checkpointing=True, callbacks=[checkpoint]).fit(
-            model(regularizers=[plugin]), datamodule=make_data(corpus, tmp_path), ckpt_path=ckpt_path)
+            model(regularizers=[plugin]), datamodule=text_data(corpus, tmp_path / "cache"), ckpt_path=ckpt_path)
 
-    with pytest.raises(NonFiniteLossError, match=r"step 2: .*loss/na_n_at = nan from NaNAt \(model.regularizers"
-                                                 r"\[0\]; class host_plugins.NaNAt, not an installed plugin\)"):
-        fit(hp.NaNAt(after=2))
+    with pytest.raises(NonFiniteLossError, match=r"step 2: .*loss/nan_after = nan from NanAfter \(model."
+                                                 r"regularizers\[0\]; class host_plugins.NanAfter, not an installed "
+                                                 r"plugin\)"):
+        fit(hp.NanAfter(after=2))
     saved = {p.name: p.read_bytes() for p in ckpts.iterdir()}
     assert sorted(saved) == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt", "last.ckpt"]  # nothing after the NaN
     state = torch.load(ckpts / "last.ckpt", weights_only=True)

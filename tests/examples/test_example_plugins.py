@@ -89,7 +89,8 @@ def test_the_overlay_recipe_trains_with_them_and_the_run_records_them(installed,
                                                  "distribution": DIST, "version": VERSION}]
     assert record["plugins"]["augmenter"][0]["distribution"] == DIST
     assert f"regularizer:ZLoss {DIST}=={VERSION}" in record["installed_plugins"]
-    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["regularizers"][0]["class_path"].endswith("ZLoss")
+    saved = yaml.safe_load((run / "config.yaml").read_text())["model"]["regularizers"][0]["class_path"]
+    assert saved == "lmforge_example_plugins.ZLoss"  # what test_uninstalling_removes_them re-runs
 
 
 def test_a_nonfinite_term_names_the_distribution(installed):
@@ -127,6 +128,13 @@ def test_uninstalling_removes_them(site, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", "quickstart", "--config", str(EXAMPLE / "recipes" / "zloss.yaml"), *FAST])
     assert "model.regularizers: unknown regularizer 'ZLoss'. Installed regularizers: Dropout" in capsys.readouterr().err
+    saved = tmp_path / "config.yaml"  # a run's record names the plugin by its import path
+    saved.write_text("model:\n  regularizers:\n    - class_path: lmforge_example_plugins.ZLoss\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "quickstart", "--config", str(saved), *FAST])
+    err = capsys.readouterr().err
+    assert "model.regularizers: unknown regularizer 'ZLoss'. Installed regularizers: Dropout" in err
+    assert "No module named 'lmforge_example_plugins'.)" in err and "Given value" not in err
 
 
 @pytest.mark.slow

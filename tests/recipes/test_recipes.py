@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lmforge.cli.main import main
 from lmforge.cli.training import run_cli
@@ -27,21 +28,56 @@ def no_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["lmforge"])
 
 
+def class_names(value: object) -> list[str]:
+    """The class names a recipe value names: a short name, a ``class_path`` dict, or a list of them."""
+    items = value if isinstance(value, list) else [] if value is None else [value]
+    return [(item["class_path"] if isinstance(item, dict) else item).rsplit(".", 1)[-1] for item in items]
+
+
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_parses_and_builds(name: str, no_argv: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is built is what the YAML names: the objective, each plugin list in order, the data module, the steps."""
     monkeypatch.chdir(tmp_path)
     cli = run_cli(["--config", str(RECIPES[name])], run=False)
+    recipe = yaml.safe_load(RECIPES[name].read_text())
+    model = recipe["model"]
     assert type(cli.model).__name__ == "LanguageModel"
-    assert cli.model.objective is not None
-    assert cli.trainer.max_steps > 0
+    assert [type(cli.model.objective).__name__] == class_names(model["objective"])
+    for key in ("regularizers", "augmenters", "bias_mitigators"):
+        assert [type(p).__name__ for p in getattr(cli.model, key)] == class_names(model.get(key)), key
+    assert class_names(model.get("distiller")) == ([type(cli.model.distiller).__name__] if cli.model.distiller else [])
+    assert [type(cli.datamodule).__name__] == class_names(recipe["data"])
+    assert cli.trainer.max_steps == recipe["trainer"]["max_steps"]
+
+
+#: What each trainer setting of an overlay makes of the trainer.
+STRATEGIES = {"ddp": "DDPStrategy"}
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_overlay_composes_with_quickstart(overlay: str, no_argv: None, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overlay's trainer settings take effect, and the quickstart's other settings survive the merge."""
     monkeypatch.chdir(tmp_path)
     cli = run_cli(["--config", str(RECIPES["quickstart"]), "--config", str(OVERLAYS[overlay])], run=False)
-    assert cli.trainer.logger is not None
+    settings = yaml.safe_load(OVERLAYS[overlay].read_text())
+    assert set(settings) == {"trainer"}, "an overlay of another section: check what it sets here"
+    trainer = settings["trainer"]
+    assert set(trainer) <= {"logger", "strategy", "devices", "num_nodes"}, "a new trainer setting: check it here"
+    if "logger" in trainer:
+        assert [type(logger).__name__ for logger in cli.trainer.loggers] == class_names(trainer["logger"])
+    if "strategy" in trainer:
+        strategy = trainer["strategy"]
+        expected = STRATEGIES[strategy] if isinstance(strategy, str) else class_names(strategy)[0]
+        assert type(cli.trainer.strategy).__name__ == expected
+    if "num_nodes" in trainer:
+        assert cli.trainer.num_nodes == trainer["num_nodes"]
+    quickstart = yaml.safe_load(RECIPES["quickstart"].read_text())
+    assert cli.trainer.max_steps == quickstart["trainer"]["max_steps"]
+    assert [type(cli.model.objective).__name__] == class_names(quickstart["model"]["objective"])
+    if "logger" not in trainer:  # the quickstart's logger stays
+        assert [type(logger).__name__ for logger in cli.trainer.loggers] == \
+            class_names(quickstart["trainer"]["logger"])
 
 
 def test_every_recipe_has_a_header_comment() -> None:

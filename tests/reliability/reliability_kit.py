@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import random
 from pathlib import Path
 
 # Imported at collection, so that Lightning's log handler writes to pytest's session stream rather than to a
@@ -11,9 +10,7 @@ from pathlib import Path
 import lightning.pytorch  # noqa: F401
 
 from lmforge.cli.main import main
-
-WORDS = ("the cat sat on a mat and the dog ran to the park while birds sang in tall green trees "
-         "she read a book he cooked rice they walked home under the warm evening sun").split()
+from tiny import write_corpus
 
 #: Planted in the environment of the ``tiny_run`` fixture; neither may reach any file the run writes.
 SECRET_KEY = "secret-xyz-0123456789abcdef0123456789abcdef"
@@ -59,17 +56,10 @@ trainer:
 """
 
 
-def write_docs(path: Path, n_docs: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30))) + "." for _ in range(n_docs)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def tiny_project(root: Path) -> Path:
     """``tiny.yaml``, ``train.txt`` and ``val.txt`` in ``root``; returns the recipe."""
-    write_docs(root / "train.txt", 200, seed=1)
-    write_docs(root / "val.txt", 30, seed=2)
+    write_corpus(root / "train.txt", 200, seed=1)
+    write_corpus(root / "val.txt", 30, seed=2)
     recipe = root / "tiny.yaml"
     recipe.write_text(TINY_RECIPE)
     return recipe

@@ -15,7 +15,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from reliability_kit import digests, write_docs
+from reliability_kit import digests
+from tiny import write_corpus
 
 from lmforge.core.data.files import DataFileError
 from lmforge.core.data.text import TextData
@@ -80,7 +81,7 @@ def test_bad_file_names_the_key_and_the_file_and_is_left_alone(case: str, tmp_pa
 
 
 def test_a_bad_validation_file_names_data_val(tmp_path: Path) -> None:
-    train = write_docs(tmp_path / "train.txt", 50, seed=0)
+    train = write_corpus(tmp_path / "train.txt", 50, seed=0)
     with pytest.raises(DataFileError, match=r"^data\.val: file not found: .*missing-val\.txt"):
         text_data(tmp_path, str(train), val=str(tmp_path / "missing-val.txt")).prepare_data()
 
@@ -126,7 +127,7 @@ def test_dataset_cache_follows_content_not_modification_time(tmp_path: Path) -> 
 
 
 def test_tokenized_cache_follows_the_tokenizer(tmp_path: Path) -> None:
-    path = write_docs(tmp_path / "docs.txt", 60, seed=4)
+    path = write_corpus(tmp_path / "docs.txt", 60, seed=4)
     blocks = {}
     for vocab in (300, 330):
         data = text_data(tmp_path, str(path), val=str(path),

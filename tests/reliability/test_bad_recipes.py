@@ -41,6 +41,24 @@ CASES = {
         "model:\n  regularizers: [L3Penalty]\n",
         ["model.regularizers", "unknown regularizer 'L3Penalty'", "L2Penalty"],
     ),
+    # A run's saved config.yaml names plugins by their import path; after `pip uninstall` it still fails with
+    # lmforge's own message, listing what is installed, rather than with Python's "No module named".
+    "saved config naming an uninstalled plugin": (
+        "model:\n  regularizers:\n    - class_path: lmforge_gone_plugins.z_loss.ZLoss\n      init_args: {weight: 0.1}\n",
+        ["model.regularizers: unknown regularizer 'ZLoss'. Installed regularizers: Dropout, L1Penalty, L2Penalty, "
+         "RDrop", "(The config names lmforge_gone_plugins.z_loss.ZLoss: No module named 'lmforge_gone_plugins'.)"],
+    ),
+    "saved config naming an uninstalled distiller": (
+        "model:\n  distiller:\n    class_path: lmforge_gone_plugins.cos.CosineDistiller\n",
+        ["model.distiller: unknown distiller 'CosineDistiller'. Installed distillers: HiddenStateDistillation, "
+         "LogitDistillation"],
+    ),
+    "saved config naming a plugin that moved": (
+        "model:\n  regularizers:\n    - class_path: lmforge_gone_plugins.penalties.L2Penalty\n",
+        ["model.regularizers: lmforge_gone_plugins.penalties.L2Penalty cannot be imported (No module named "
+         "'lmforge_gone_plugins'); the installed regularizer 'L2Penalty' is "
+         "lmforge.plugins.regularizers.l2_penalty.L2Penalty from lmforge 0.1.0: name it `class_path: L2Penalty`."],
+    ),
     "plugin argument that does not exist": (
         "model:\n  regularizers:\n    - class_path: L2Penalty\n      init_args: {wieght: 0.1}\n",
         ["L2Penalty has no argument 'wieght'; did you mean 'weight'?"],
@@ -71,6 +89,8 @@ def test_bad_recipe_fails_early_naming_the_key(case: str, project: Path, capsys:
     for text in expected:
         assert text in err, f"{text!r} not in:\n{err}"
     assert "Traceback" not in err
+    if case.startswith("saved config"):  # lmforge's message instead of jsonargparse's, not in front of it
+        assert "Does not validate against any of the Union subtypes" not in err and "Given value" not in err
     assert nothing_tokenized(project / "cache")
     assert not (project / "runs").exists()
     assert digests(project / "train.txt", project / "val.txt") == data_before

@@ -15,16 +15,15 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from reliability_kit import digests, write_docs
+from reliability_kit import digests
+from tiny import write_corpus
+from tiny import TINY_GPT2
 
-from lmforge.core.backbone import Backbone
 from lmforge.core.data.text import TextData
 from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.runtime.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
-
-TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 
 
 class DiskFillsAt:
@@ -45,7 +44,7 @@ class DiskFillsAt:
 
 def run(tmp_path: Path, steps: int, checkpoint_io=None, ckpt_path: Path | None = None) -> Trainer:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    write_docs(tmp_path / "train.txt", 120, seed=1)
+    write_corpus(tmp_path / "train.txt", 120, seed=1)
     data = TextData(train=str(tmp_path / "train.txt"), val=str(tmp_path / "train.txt"), block_size=32, batch_size=4,
                     tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
                     cache_dir=str(tmp_path / "cache"), seed=0)

@@ -19,24 +19,17 @@ import torch
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from reliability_kit import write_docs
+from host_plugins import NanDistiller, NanMitigator, NanRegularizer
+from tiny import TINY_GPT2, text_data, write_corpus
 
 from lmforge.cli.recipes import bundled_recipes
-from lmforge.core.backbone import Backbone
 from lmforge.core.data.text import TextData
-from lmforge.core.data.tokenizer import TokenizerSpec, TokenizerTraining
 from lmforge.core.module import LanguageModel, NonFiniteLossError, NonFiniteWeightsError
-from lmforge.core.plugins import BiasMitigator, Distiller, ObjectiveOutput, Regularizer, StepContext
+from lmforge.core.plugins import ObjectiveOutput
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.runtime.checkpoint_io import AtomicCheckpointIO
 
-TINY_GPT2 = Backbone(architecture="gpt2", config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 BAD_STEP = 2
-
-
-def nan_from_bad_step(model: LanguageModel, value: torch.Tensor) -> torch.Tensor:
-    return value * (float("nan") if model.global_step >= BAD_STEP else 0.0)
-
 
 class NanObjective(CausalLM):
     """Causal LM whose training loss turns NaN at BAD_STEP (it has no model handle: it counts its calls)."""
@@ -54,34 +47,19 @@ class NanObjective(CausalLM):
         return result
 
 
-class NanRegularizer(Regularizer):
-    def loss(self, ctx: StepContext) -> torch.Tensor:
-        return nan_from_bad_step(ctx.model, ctx.objective_loss)
-
-
-class NanMitigator(BiasMitigator):
-    def loss(self, ctx: StepContext) -> torch.Tensor:
-        return nan_from_bad_step(ctx.model, ctx.objective_loss)
-
-
-class NanDistiller(Distiller):
-    def loss(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        return {"kl": nan_from_bad_step(ctx.model, ctx.objective_loss), "hidden": ctx.objective_loss * 0.0}
-
-
 KINDS = {
     "objective": (lambda: {"objective": NanObjective()}, "loss/nan_objective"),
-    "regularizer": (lambda: {"regularizers": [NanRegularizer()]}, "loss/nan_regularizer"),
-    "bias mitigator": (lambda: {"bias_mitigators": [NanMitigator()]}, "loss/nan_mitigator"),
-    "distiller": (lambda: {"distiller": NanDistiller()}, "loss/nan_distiller/kl"),
+    "regularizer": (lambda: {"regularizers": [NanRegularizer(BAD_STEP)]}, "loss/nan_regularizer"),
+    "bias mitigator": (lambda: {"bias_mitigators": [NanMitigator(BAD_STEP)]}, "loss/nan_mitigator"),
+    "distiller": (lambda: {"distiller": NanDistiller(BAD_STEP)}, "loss/nan_distiller/kl"),
 }
 
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("numerics")
-    write_docs(root / "train.txt", 150, seed=1)
-    write_docs(root / "val.txt", 20, seed=2)
+    write_corpus(root / "train.txt", 150, seed=1)
+    write_corpus(root / "val.txt", 20, seed=2)
     return root
 
 
@@ -91,9 +69,7 @@ def make_model(**plugins) -> LanguageModel:
 
 
 def make_data(corpus_dir: Path) -> TextData:
-    return TextData(train=str(corpus_dir / "train.txt"), val=str(corpus_dir / "val.txt"), block_size=32,
-                    batch_size=4, tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
-                    cache_dir=str(corpus_dir / "cache"), seed=0)
+    return text_data({"train": corpus_dir / "train.txt", "val": corpus_dir / "val.txt"}, corpus_dir / "cache")
 
 
 def make_trainer(root: Path, steps: int) -> Trainer:
@@ -131,7 +107,7 @@ def test_nonfinite_term_stops_at_its_step_naming_it_and_the_last_checkpoint_is_i
 
 def test_a_run_resumes_from_the_checkpoint_left_by_a_nonfinite_stop(corpus_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(NonFiniteLossError):
-        make_trainer(tmp_path, steps=5).fit(make_model(regularizers=[NanRegularizer()]),
+        make_trainer(tmp_path, steps=5).fit(make_model(regularizers=[NanRegularizer(BAD_STEP)]),
                                             datamodule=make_data(corpus_dir))
     last = tmp_path / "checkpoints" / "last.ckpt"
     resumed = make_model()
@@ -141,19 +117,14 @@ def test_a_run_resumes_from_the_checkpoint_left_by_a_nonfinite_stop(corpus_dir: 
     assert all(torch.isfinite(p).all() for p in resumed.parameters())
 
 
-class NanOnce(Regularizer):
-    def loss(self, ctx: StepContext) -> torch.Tensor:
-        return ctx.objective_loss * (float("nan") if ctx.model.global_step == BAD_STEP else 0.0)
-
-
 def test_skip_drops_the_bad_batch_and_goes_on(corpus_dir: Path, tmp_path: Path, caplog) -> None:
-    model = make_model(regularizers=[NanOnce()], on_nonfinite_loss="skip", max_nonfinite_skips=3)
+    model = make_model(regularizers=[NanRegularizer(BAD_STEP, once=True)], on_nonfinite_loss="skip", max_nonfinite_skips=3)
     trainer = make_trainer(tmp_path, steps=4)
     with caplog.at_level(logging.WARNING, logger="lmforge.core.module"):
         trainer.fit(model, datamodule=make_data(corpus_dir))
     assert trainer.global_step == 4 and model.nonfinite_skipped == 1
     [warning] = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
-    assert warning.startswith(f"step {BAD_STEP}: the loss went non-finite (loss/nan_once = nan")
+    assert warning.startswith(f"step {BAD_STEP}: the loss went non-finite (loss/nan_regularizer = nan")
     assert "skipping this batch (1 of at most 3)" in warning
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

@@ -179,9 +179,14 @@ def test_supported_objectives_choose_the_tasks_and_unknown_ones_are_reported(kit
     class TagOnly(Regularizer):
         supported_objectives = ("token_classification",)
 
-    with pytest.raises(MissingFixture, match=r"TagOnly supports \['token_classification'\], and the kit has no "
+    assert kit.tasks_for(TagOnly) == ["token_classification"]
+
+    class SummaryOnly(Regularizer):
+        supported_objectives = ("summarization",)
+
+    with pytest.raises(MissingFixture, match=r"SummaryOnly supports \['summarization'\], and the kit has no "
                                              r"fixture for any of them .*register_fixture"):
-        kit.tasks_for(TagOnly)
+        kit.tasks_for(SummaryOnly)
     with pytest.raises(ConformanceError, match=r"MaskedOnly: cannot check on \['causal_lm'\]"):
         kit.tasks_for(MaskedOnly, ["causal_lm"])
 
@@ -229,3 +234,58 @@ def test_step_context_is_what_the_loss_hook_sees(kit):
 def test_check_plugin_uses_a_default_kit_and_refuses_non_plugins():
     with pytest.raises(ConformanceError, match="is not a plugin class"):
         check_plugin(int)  # type: ignore[arg-type]
+
+
+def test_a_plugin_for_every_objective_is_checked_on_the_language_model_tasks_and_on_classification_when_asked(kit):
+    assert kit.tasks_for(GoodPenalty) == ["causal_lm", "masked_lm"]
+    assert kit.tasks_for(GoodPenalty, ["token_classification"]) == ["token_classification"]
+    tasks = ["sequence_classification", "token_classification"]
+    report = kit.check(GoodPenalty, tasks=tasks)
+    for task in tasks:
+        assert {f"{task}: training step", f"{task}: state_dict round-trip", f"{task}: loss"} <= set(report.passed)
+
+
+def test_the_classification_fixtures_hold_generated_labels(kit):
+    sequences = kit.workdir.plain_data(FIXTURES["sequence_classification"])
+    assert (sequences.labels.kind, sequences.labels.names) == ("class", ["animals", "people", "weather"])
+    tags = kit.workdir.plain_data(FIXTURES["token_classification"])
+    assert (tags.labels.kind, tags.labels.names) == ("tags", ["O", "B-LOC", "B-PER"])
+    assert tags.labels.counts["train"]["B-PER"] > 0 and tags.labels.counts["train"]["B-LOC"] > 0
+
+
+def test_step_context_on_sequence_classification_scores_one_row_per_example(kit):
+    ctx = step_context(GoodPenalty(), task="sequence_classification", kit=kit)
+    batch_size = ctx.batch["input_ids"].shape[0]
+    assert ctx.outputs.logits.shape == (batch_size, 3) and ctx.scored_logits().shape == (batch_size, 3)
+    assert ctx.batch["labels"].shape == (batch_size,)
+
+
+class CheckpointTeacher(Distiller):
+    """Mean squared difference to a teacher loaded with the public loader (a checkpoint or an HF directory)."""
+
+    def __init__(self, teacher: str) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self._teacher = None
+
+    def setup(self, model):
+        from lmforge.core.teacher import load_teacher
+
+        self._teacher = load_teacher(self.teacher, model)
+
+    def loss(self, ctx):
+        target = self._teacher(ctx.objective.model_inputs(ctx.batch)).logits
+        return (ctx.outputs.logits - target).pow(2).mean()
+
+
+@pytest.mark.parametrize("task", ["causal_lm", "sequence_classification"])
+def test_the_kit_gives_teachers_as_lmforge_checkpoints(task, kit):
+    from lmforge.core.checkpoint import CKPT_KEY, load_checkpoint
+
+    path = kit.teacher(task, checkpoint=True)
+    saved = load_checkpoint(path)[CKPT_KEY]
+    assert path.endswith(f"{task}.ckpt")
+    assert saved["auto_model"] == kit.workdir.model(FIXTURES[task]).objective.auto_model
+    assert f"{task}: gradient flow" in kit.check(CheckpointTeacher, init_args={"teacher": path}, tasks=[task]).passed
+    with pytest.raises(MissingFixture, match="no fixture for 'summarization'"):
+        kit.teacher("summarization")

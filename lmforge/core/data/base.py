@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import random
@@ -34,7 +35,7 @@ from lmforge.core.data.tokenizer import (
     training_cache_key,
 )
 from lmforge.core.plugin_checks import hook_guard
-from lmforge.core.plugins import Plugin, overrides
+from lmforge.core.plugins import Plugin, call_hook, overrides
 
 if TYPE_CHECKING:
     import datasets
@@ -122,6 +123,8 @@ class BaseTextData(LightningDataModule):
         self.max_document_chars: int | None = None
         self.skip_bad_lines = False
         self.train_weights: torch.Tensor | None = None
+        #: Per split, each data-stage plugin's ``data_report`` figures (saved with the run as data_report.json).
+        self.data_reports: dict[str, dict[str, dict[str, float]]] = {}
         self._resume_batches = 0
 
     @property
@@ -152,8 +155,10 @@ class BaseTextData(LightningDataModule):
         return None
 
     def save_with_run(self, run_dir: Path) -> None:
-        """Write what the run keeps besides its checkpoints (the tokenizer)."""
+        """Write what the run keeps besides its checkpoints: the tokenizer, and the data-stage plugins' reports."""
         self.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        if self.data_reports:
+            (run_dir / "data_report.json").write_text(json.dumps(self.data_reports, indent=2), encoding="utf-8")
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the current epoch (batches this rank has trained on), saved in checkpoints."""
@@ -247,15 +252,33 @@ class BaseTextData(LightningDataModule):
                 continue
             if split not in plugin.splits:
                 continue
+            new_fingerprint = fingerprint(docs._fingerprint, plugin, self.seed, position, split)
             with hook_guard(plugin, "process_text"):
                 docs = docs.map(
-                    _TextStage(plugin, self.seed, position), batched=True, with_indices=True,
-                    new_fingerprint=fingerprint(docs._fingerprint, plugin, self.seed, position),
-                    desc=f"{type(plugin).__name__} ({split})",
+                    _TextStage(plugin, self.seed, position, split), batched=True, with_indices=True,
+                    new_fingerprint=new_fingerprint, desc=f"{type(plugin).__name__} ({split})",
                 )
+            if overrides(plugin, "data_report"):
+                self._collect_report(plugin, split, new_fingerprint)
             if len(docs) == 0:
                 raise ValueError(f"{type(plugin).__name__} left no {split} documents; check its settings.")
         return docs
+
+    def _collect_report(self, plugin: Plugin, split: str, key: str) -> None:
+        """The plugin's ``data_report`` for this split's pass, kept beside the dataset cache under the pass's
+        fingerprint: when the pass came from the cache (``process_text`` did not run), the kept report is it."""
+        path = self.cache_dir / "reports" / f"{key}.json"
+        with hook_guard(plugin, "data_report"):
+            report = plugin.data_report()
+        if report is not None and not path.exists():  # this pass ran now: keep its figures with the cache
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({k: float(v) for k, v in report.items()}), encoding="utf-8")
+            os.replace(tmp, path)
+        elif path.exists():
+            report = json.loads(path.read_text(encoding="utf-8"))
+        if report is not None:
+            self.data_reports.setdefault(split, {})[plugin.name] = {k: float(v) for k, v in report.items()}
 
     def _sample_weights(self, docs: datasets.Dataset, plugins: list[Plugin]) -> torch.Tensor | None:
         weights = None
@@ -279,14 +302,14 @@ class BaseTextData(LightningDataModule):
 class _TextStage:
     """Runs one plugin's ``process_text`` on a map batch with a batch-seeded ``random.Random``."""
 
-    def __init__(self, plugin: Plugin, seed: int, position: int) -> None:
-        self.plugin, self.seed, self.position = plugin, seed, position
+    def __init__(self, plugin: Plugin, seed: int, position: int, split: str) -> None:
+        self.plugin, self.seed, self.position, self.split = plugin, seed, position, split
 
     def __call__(self, examples: dict[str, list], indices: list[int]) -> dict[str, list]:
         first = indices[0] if indices else 0
         rng = random.Random(f"{self.seed}:{self.position}:{type(self.plugin).__name__}:{first}")
         try:
-            out = self.plugin.process_text(examples, rng)
+            out = call_hook(self.plugin.process_text, examples, rng, split=self.split)
         except KeyError as exc:  # a text plugin on data without its column (token-level data has no "text")
             if exc.args and exc.args[0] not in examples:
                 raise ValueError(

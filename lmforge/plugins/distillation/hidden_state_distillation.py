@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.core.plugins import Distiller, Host, StepContext
-from lmforge.plugins.distillation.teacher import FrozenTeacher, TeacherDtype, load_teacher
+from lmforge.core.teacher import FrozenTeacher, TeacherDtype, load_teacher
 
 Metric = Literal["cosine", "mse"]
 

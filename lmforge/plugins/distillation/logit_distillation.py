@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lmforge.core.plugins import Batch, Distiller, Host, StepContext, objective_task
-from lmforge.plugins.distillation.teacher import FrozenTeacher, TeacherDtype, load_teacher
+from lmforge.core.teacher import FrozenTeacher, TeacherDtype, load_teacher
 
 IGNORE_INDEX = -100
 

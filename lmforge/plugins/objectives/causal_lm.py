@@ -1,4 +1,5 @@
-"""Causal language modelling: predict each next token.
+"""Causal language modelling (Radford et al. 2018, "Improving Language Understanding by Generative
+Pre-Training"): predict each next token.
 
 Follows HF ``run_clm.py``: labels are the input ids and the shift happens in
 the loss, so position t predicts token t+1. Padding (``attention_mask == 0``)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
+from tiny import TINY_BERT, write_jsonl
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -33,16 +34,9 @@ from lmforge.core.plugins import Augmenter, BiasMitigator
 from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.objectives.sequence_classification import SequenceClassification
 
-TINY_BERT = Backbone("bert", {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                              "intermediate_size": 64, "max_position_embeddings": 64})
 SENTIMENT = [("a great toaster, i loved it", "positive"), ("the film was dull and too long", "negative"),
              ("the soup was okay", "neutral"), ("wonderful service and tasty bread", "positive"),
              ("the screen broke after a week", "negative"), ("an average phone overall", "neutral")]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def sentiment_rows(n: int, offset: int = 0) -> list[dict]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Trainer
+from tiny import TINY_BERT, TINY_GPT2
 
 from lmforge.core.backbone import Backbone
 from lmforge.core.module import LanguageModel
@@ -22,8 +23,7 @@ from lmforge.plugins.objectives.causal_lm import CausalLM
 from lmforge.plugins.objectives.masked_lm import MaskedLM
 
 B, T, V = 3, 6, 13
-STUDENT = Backbone("gpt2", {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64,
-                            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
+STUDENT = Backbone("gpt2", {**TINY_GPT2.config, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})
 
 
 def reference_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor,
@@ -61,10 +61,17 @@ def test_kl_term_matches_kl_div_with_t_squared_and_padding(logits, temperature: 
     assert logit_distillation_loss(noisy, teacher, temperature, mask, reverse=reverse).item() == pytest.approx(loss.item())
 
 
-def test_reverse_kl_differs_from_forward(logits) -> None:
+def test_reverse_is_the_kl_the_other_way_round_and_only_the_student_gets_gradients(logits) -> None:
     student, teacher = logits
-    forward = logit_distillation_loss(student, teacher, 2.0)
-    assert logit_distillation_loss(student, teacher, 2.0, reverse=True).item() != pytest.approx(forward.item())
+    reverse = logit_distillation_loss(student, teacher, 2.0, reverse=True)
+    # KL(student || teacher) is the forward KL with the two swapped; on these logits the two directions differ.
+    assert reverse.item() == pytest.approx(logit_distillation_loss(teacher, student, 2.0).item(), rel=1e-5)
+    assert abs(reverse.item() - logit_distillation_loss(student, teacher, 2.0).item()) > 0.01 * reverse.item()
+    for direction in (False, True):
+        s, t = student.clone().requires_grad_(True), teacher.clone().requires_grad_(True)
+        logit_distillation_loss(s, t, 2.0, reverse=direction).backward()
+        assert t.grad is None, direction  # the teacher is a target, in both directions
+        assert s.grad is not None and bool(s.grad.abs().sum() > 0), direction
 
 
 def test_identical_logits_give_zero_and_no_positions_give_a_zero_with_a_graph(logits) -> None:
@@ -159,8 +166,7 @@ def test_vocabulary_mismatch_is_refused_naming_both_sizes(make_teacher, tokenize
 
 
 def test_a_teacher_of_another_objective_is_refused(make_teacher, tokenizer_dirs, build, tmp_path) -> None:
-    bert = Backbone("bert", {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                             "intermediate_size": 64, "max_position_embeddings": 64})
+    bert = TINY_BERT
     trainer = Trainer(accelerator="cpu", logger=False, max_steps=0)
     mlm = build(LanguageModel(bert, MaskedLM()), tokenizer_dirs["wordpiece"])
     trainer.strategy.connect(mlm)

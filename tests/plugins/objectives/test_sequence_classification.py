@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from tiny import TINY_BERT, TINY_GPT2
 from transformers import AutoConfig
 
 from lmforge.core.backbone import Backbone
@@ -21,9 +22,6 @@ from lmforge.plugins.objectives.sequence_classification import (
     sequence_classification_loss,
 )
 
-TINY_BERT = Backbone("bert", {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
-                              "intermediate_size": 64, "max_position_embeddings": 64})
-TINY_GPT2 = Backbone("gpt2", {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 NAMES = ["negative", "neutral", "positive"]
 
 

@@ -69,6 +69,8 @@ def test_sampling_is_seeded_and_leaves_the_training_rng_alone(causal):
     first = samples_of(causal, prompts=["the dog"], do_sample=True, seed=3, max_new_tokens=8)
     assert torch.equal(torch.get_rng_state(), state)
     assert samples_of(causal, prompts=["the dog"], do_sample=True, seed=3, max_new_tokens=8) == first
+    # ... and the seed is what decides: another seed samples other tokens (8 tokens from ~300, untrained)
+    assert samples_of(causal, prompts=["the dog"], do_sample=True, seed=4, max_new_tokens=8) != first
     assert causal.backbone.training is False
 
 
