@@ -29,7 +29,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 
-from lmforge.core.data.instruction import exact_match
+from lmforge.core.backbone import max_positions
+from lmforge.core.data.instruction import encode_prompt, exact_match
 from lmforge.core.generation import generate_responses, prompt_and_reference
 from lmforge.runtime.observe.samples import _append_jsonl
 from lmforge.runtime.observe.wandb import wandb_loggers
@@ -66,6 +67,7 @@ class InstructionEval(Callback):
         self.filename = filename
         self.table_key = table_key
         self.rows: list[dict[str, Any]] = []
+        self._warned_long = False
         #: The last validation's exact match (None before the first).
         self.exact_match: float | None = None
 
@@ -79,7 +81,7 @@ class InstructionEval(Callback):
                      "score.")
             return
         questions, references = zip(*(prompt_and_reference(c) for c in conversations))
-        answers = self.answer(pl_module, list(questions), data.template)
+        answers = self.answer_fitting(pl_module, list(questions), data.template)
         correct = [ref is not None and exact_match(a, ref) for a, ref in zip(answers, references)]
         self.exact_match = sum(correct) / len(correct)
         pl_module.log("val/exact_match", torch.tensor(self.exact_match), prog_bar=True)
@@ -96,6 +98,20 @@ class InstructionEval(Callback):
         for logger in wandb_loggers(trainer):
             logger.log_table(self.table_key, columns=columns, data=[[r[c] for c in columns] for r in self.rows],
                              step=step)
+
+    def answer_fitting(self, pl_module: LightningModule, questions: list[list[dict[str, str]]], template: str
+                       ) -> list[str]:
+        """`answer` for the questions whose prompts leave the model room for an answer; an empty answer (a miss)
+        for the others, counted in a warning once."""
+        limit = max_positions(pl_module.backbone.config)
+        fits = [limit is None or len(encode_prompt(pl_module.tokenizer, q, template)) < limit for q in questions]
+        if not all(fits) and not self._warned_long:
+            log.warning("InstructionEval: %d of %d validation prompts leave no room for an answer in the model's %d "
+                        "positions; they count as misses.", fits.count(False), len(fits), limit)
+            self._warned_long = True
+        answered = iter(self.answer(pl_module, [q for q, ok in zip(questions, fits) if ok], template)
+                        if any(fits) else [])
+        return [next(answered) if ok else "" for ok in fits]
 
     def answer(self, pl_module: LightningModule, questions: list[list[dict[str, str]]], template: str) -> list[str]:
         """Greedy answers of the module's current weights (in eval mode, then back to how it was)."""

@@ -62,3 +62,16 @@ def test_training_mode_is_restored(tmp_path: Path) -> None:
                                                        DEFAULT_CHAT_TEMPLATE)
     assert len(answers) == 1 and module.backbone.training
     assert torch.is_grad_enabled()
+
+
+def test_a_prompt_longer_than_the_model_counts_as_a_miss(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    base = make_base(tmp_path / "base", "gpt2")  # 128 positions
+    module = sft_model(base)
+    module.backbone = AutoModelForCausalLM.from_pretrained(base).eval()
+    module.tokenizer = AutoTokenizer.from_pretrained(base)
+    questions = [[{"role": "user", "content": "What is 3 plus 4?"}], [{"role": "user", "content": "word " * 200}]]
+    short = generate_responses(module.backbone, module.tokenizer, questions[:1], DEFAULT_CHAT_TEMPLATE, max_new_tokens=4)
+    with caplog.at_level("WARNING"):
+        answers = InstructionEval(max_new_tokens=4).answer_fitting(module, questions, DEFAULT_CHAT_TEMPLATE)
+    assert answers == [short[0], ""]
+    assert "1 of 2 validation prompts leave no room for an answer in the model's 128 positions" in caplog.text
