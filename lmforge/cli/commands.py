@@ -17,9 +17,10 @@ from pathlib import Path
 #: The LightningCLI subcommands (`lmforge.cli.training`), with their help.
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TRAINING_HELP = {
-    "fit": "train: lmforge fit --config RECIPE [--section.key VALUE ...] [--ckpt_path last]",
+    "fit": "train: lmforge fit --config RECIPE [--section.key VALUE ...] [--ckpt_path last: continue the "
+           "newest run]",
     "validate": "one pass over the validation split: lmforge validate --config RECIPE --ckpt_path CKPT",
-    "test": "one pass over the test split: lmforge test --config RECIPE --ckpt_path CKPT",
+    "test": "one pass over data.test (else the validation split): lmforge test --config RECIPE --ckpt_path CKPT",
     "predict": "lmforge predict MODEL --input FILE --output FILE (or Lightning's: predict --config ...)",
 }
 #: lmforge's own tools: ``lmforge NAME`` runs the function of that name below.

@@ -1,7 +1,9 @@
 """Export an lmforge checkpoint as a Hugging Face model directory.
 
 The checkpoint's ``lmforge`` section holds the HF config, the Auto class and
-the tokenizer, so no recipe is needed. Weights are written as safetensors.
+the tokenizer, so no recipe is needed. Weights are written as safetensors. A causal
+LM's tokenizer encodes a prompt as itself (no end-of-text token appended), so
+``pipeline("text-generation")`` continues it.
 
 A checkpoint trained with LoRA (``model.backbone.lora``) is rebuilt from its base
 model (the directory recorded in training, or ``base``; its weights must be the
@@ -23,7 +25,10 @@ from lmforge.core.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
 )
-from lmforge.core.data.tokenizer import tokenizer_from_json
+from lmforge.core.data.tokenizer import tokenizer_from_json, without_appended_eos
+
+#: The Auto classes of models that continue a prompt: their exported tokenizer must not end a prompt with EOS.
+GENERATIVE = ("AutoModelForCausalLM",)
 
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, adapter_only: bool = False,
@@ -49,5 +54,8 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, adapter_only: 
     else:
         model = model_from_checkpoint(checkpoint, ckpt_path, base)
         model.save_pretrained(str(out_dir), safe_serialization=True)
-    tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"]).save_pretrained(str(out_dir))
+    tokenizer = tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"])
+    if saved["auto_model"] in GENERATIVE:  # a checkpoint from before TOKENIZER_FORMAT 2 appends EOS to a prompt
+        tokenizer = without_appended_eos(tokenizer)
+    tokenizer.save_pretrained(str(out_dir))
     return out_dir

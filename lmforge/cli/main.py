@@ -12,11 +12,13 @@ import neither torch nor Lightning, so ``lmforge --help`` and the tools answer a
 ``--plugins A,B`` (anywhere on the command line, for any command) loads only
 the built-in plugins and the third-party ones named; ``--plugins ""`` loads
 the built-ins alone. It sets ``LMFORGE_DISABLE_PLUGIN_AUTOLOAD=1`` and
-``LMFORGE_PLUGINS`` before anything reads the registry.
+``LMFORGE_PLUGINS`` before anything reads the registry. ``--debug`` (or
+``LMFORGE_DEBUG=1``) shows the traceback of a user error too.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ from typing import Any
 from lmforge import __version__
 from lmforge.cli import commands
 from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS, TOOLS, TOOLS_HELP, TRAINING_HELP
+from lmforge.cli.errors import DEBUG_ENV, PREEMPTED, USER_ERROR
 from lmforge.cli.recipes import resolve_recipe
 from lmforge.core.registry import ALLOW_ENV, AUTOLOAD_ENV, registry
 from lmforge.runtime.run_paths import ALLOW_FLAG
@@ -33,11 +36,14 @@ from lmforge.runtime.run_paths import ALLOW_FLAG
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:  # a flag of every command, as --plugins: tracebacks of user errors too
+        argv = [a for a in argv if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"
     try:
         argv = apply_plugins_flag(argv)
     except ValueError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     if not argv or argv[0] in ("-h", "--help"):  # lmforge's own: listing the commands needs no Lightning
         print(top_level_help())
         return 0 if argv else 2
@@ -49,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = find_command(argv[0])
         if command is not None:
             return command(argv[1:])
+        print(f"lmforge: error: {unknown_command_message(argv[0])}", file=sys.stderr)
+        return USER_ERROR
     if argv and argv[0] in ("-V", "--version"):
         print(f"lmforge {__version__}")
         return 0
@@ -58,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = resolve_config_args(argv)
     except ValueError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; recipe names are now paths
     from lmforge.cli.training import run_training  # Lightning, torch and every plugin: only to train
 
@@ -78,9 +86,22 @@ def top_level_help() -> str:
     lines += ["", "options for every command:",
               "  --plugins A,B              load only the built-in plugins and the installed ones named",
               f"  {'--allow_outside_run_dir':<25}  let a recipe write outside the working directory",
+              "  --debug                    show the traceback of an error (or LMFORGE_DEBUG=1)",
               "  -V, --version              print the version", "  -h, --help                 this help",
-              "", "RECIPE is a bundled recipe's name (`lmforge recipes`) or a YAML file; several --config compose."]
+              "", "RECIPE is a bundled recipe's name (`lmforge recipes`) or a YAML file; several --config compose.",
+              "", "exit codes: 0 done; 1 failed; 2 a user error (recipe, data file, checkpoint), said first and alone;",
+              f"  {PREEMPTED} preempted: SIGTERM saved last.ckpt, requeue the job with the same command plus "
+              "--ckpt_path last"]
     return "\n".join(lines)
+
+
+def unknown_command_message(name: str) -> str:
+    """``unknown command 'fti'. Did you mean 'fit'?`` and the commands there are."""
+    extra = [ep.name for ep in metadata.entry_points(group="lmforge.commands")]
+    commands = [*LIGHTNING_SUBCOMMANDS, *TOOLS, *extra]
+    near = difflib.get_close_matches(name, commands, n=1, cutoff=0.6)
+    return (f"unknown command {name!r}." + (f" Did you mean {near[0]!r}?" if near else "")
+            + f" Commands: {', '.join(commands)} (`lmforge --help`).")
 
 
 def apply_plugins_flag(argv: list[str]) -> list[str]:

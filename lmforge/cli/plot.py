@@ -7,7 +7,8 @@ file               series                                                       
 =================  ============================================================  ==========================
 ``loss.png``       ``loss/total`` (train), ``val/loss``, ``test/loss``           same unit (nats per token)
 ``loss_terms.png`` each ``loss/<term>`` on its own panel (when there are several)  terms differ in scale
-``perplexity.png`` ``metric/perplexity``, ``val/perplexity``, ``test/perplexity``
+``perplexity.png`` ``metric/perplexity``, ``val/perplexity``, ``test/perplexity`` (log scale: it falls by
+                   orders of magnitude)
 ``<name>.png``     ``metric/<name>``, ``val/<name>``, ``test/<name>`` (accuracy, grad_norm, ...)
 ``lr.png``         every ``lr-*`` (``LearningRateMonitor``)
 ``throughput.png`` tokens/s: ``train/device/items_per_sec`` (and the all-device total)
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 METRICS_FILE = "metrics.csv"
+#: Charts drawn on a logarithmic y axis: perplexity starts near the vocabulary size and ends near 1.
+LOG_SCALE_CHARTS = ("perplexity",)
 #: Columns that are not metrics.
 INDEX_COLUMNS = ("step", "epoch")
 SPLIT_PREFIXES = {"val/": "val", "test/": "test"}
@@ -71,6 +74,7 @@ class Chart:
     ylabel: str
     panels: dict[str, list[Series]] = field(default_factory=dict)
     reference: float | None = None
+    log_scale: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,8 @@ def build_charts(runs: dict[str, dict[str, Series]], metrics: Sequence[str] | No
                 continue
             group = group_of(key)
             chart = charts.setdefault(group.chart, Chart(group.chart, group.ylabel,
-                                                         reference=50.0 if group.chart == "bias" else None))
+                                                         reference=50.0 if group.chart == "bias" else None,
+                                                         log_scale=group.chart in LOG_SCALE_CHARTS))
             points = series[key]
             chart.panels.setdefault(group.panel, []).append(Series(run, key, points.steps, points.values))
     # One loss term is loss/total again: the panel-per-term chart only helps when there are several.
@@ -212,6 +217,8 @@ def draw(chart: Chart, title: str | None = None) -> Figure:
             ax.plot(s.steps, s.values, color=color, label=label, **LINE_STYLES[s.split])
         if chart.reference is not None:
             ax.axhline(chart.reference, color="0.5", linewidth=0.8, linestyle=":")
+        if chart.log_scale:
+            ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel(chart.ylabel if n == 1 else panel)
         ax.set_title(panel if n > 1 else (title or chart.name))

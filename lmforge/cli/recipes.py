@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from importlib import resources
 from pathlib import Path
 
@@ -36,7 +38,9 @@ def resolve_recipe(value: str) -> str:
     name = value[: -len(".yaml")] if value.endswith(".yaml") else value
     if name in recipes:
         return str(recipes[name])
+    near = difflib.get_close_matches(name, list(recipes), n=1, cutoff=0.6)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
     raise ValueError(
-        f"--config {value}: neither a file nor a bundled recipe. Bundled recipes: {', '.join(recipes)} "
+        f"--config {value}: neither a file nor a bundled recipe.{hint} Bundled recipes: {', '.join(recipes)} "
         "(see `lmforge recipes`)."
     )

@@ -1,15 +1,24 @@
 """``lmforge fit``/``validate``/``test``/``predict --config``: LightningCLI over `LanguageModel` and a DataModule.
 
 `run_training` builds the CLI (`run_cli`), runs the subcommand, and turns the errors a user can fix
-(a recipe key, a plugin, a checkpoint) into a message without a traceback. `explain_error` puts what
-the user must change in front of jsonargparse's own messages.
+(a recipe key, a plugin, a data file, a checkpoint) into ``lmforge: error: <message>`` and exit code 2,
+first and alone: no usage text, no traceback (`lmforge.cli.errors`; ``LMFORGE_DEBUG=1`` shows it). `explain_error`
+puts what the user must change, with a "did you mean" where a name is near, in front of jsonargparse's own
+messages, and abbreviated options are refused (``--trainer.max_step`` is not ``max_steps``).
+
+Where runs go (`lmforge.runtime.run_dirs`): ``fit --ckpt_path last`` continues the newest run of the recipe in its
+own directory; ``validate`` and ``test`` log beside the checkpoint's run, never as a new ``version_N``. A run
+stopped by SIGTERM saves ``last.ckpt`` and exits with `PREEMPTED` (143), the code schedulers requeue. ``fit``
+ends with a summary (`lmforge.runtime.observe.summary`).
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib
 import inspect
+import os
 import pickle
 import re
 import sys
@@ -21,9 +30,11 @@ import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim import Optimizer
 
 from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS
+from lmforge.cli.errors import PREEMPTED, USER_ERROR, classify, debug_enabled
 from lmforge.core.checkpoint import unsafe_checkpoint_message
 from lmforge.core.data import instruction_data, labeled  # noqa: F401  (so `class_path: LabeledTextData` resolves)
 from lmforge.core.data.base import BaseTextData
@@ -31,10 +42,12 @@ from lmforge.core.hooks import RECIPE_KEYS
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugin_checks import PluginCompatibilityError
 from lmforge.core.registry import registry, unknown_plugin_message
-from lmforge.runtime import run_paths
+from lmforge.runtime import run_dirs, run_paths
 from lmforge.runtime.allocator import tune_malloc
 from lmforge.runtime.checkpoint_io import AtomicCheckpointIO
+from lmforge.runtime.console import progress_bar, quiet_resume_noise, quiet_third_party_noise
 from lmforge.runtime.observe.run_config import RunConfig
+from lmforge.runtime.observe.summary import RunSummary, print_summary
 from lmforge.runtime.observe.wandb import finish_wandb, prepare_loggers
 from lmforge.runtime.preemption import SaveOnPreemption
 
@@ -42,17 +55,37 @@ from lmforge.runtime.preemption import SaveOnPreemption
 def run_training(argv: list[str], allow_outside_run_dir: bool = False) -> int:
     """Run a LightningCLI subcommand (``sys.argv`` holds it); the exit code."""
     tune_malloc()  # before the first step's buffers: see lmforge/runtime/allocator.py
+    subcommand = argv[0] if argv and argv[0] in LIGHTNING_SUBCOMMANDS else None
+    quiet_third_party_noise(subcommand)
     try:
         cli = run_cli(allow_outside_run_dir=allow_outside_run_dir)
-    except PluginCompatibilityError as exc:  # a recipe error, found before any data is read: no traceback
-        print(f"lmforge: error: {exc}", file=sys.stderr)
-        return 2
+    except SIGTERMException:  # preempted: SaveOnPreemption saved last.ckpt; tell the scheduler to requeue
+        release_process_group(wait_for_others=False)
+        return PREEMPTED
     except pickle.UnpicklingError as exc:  # a --ckpt_path that torch.load(weights_only=True) refuses
-        print(f"lmforge: error: --ckpt_path {unsafe_checkpoint_message(_ckpt_path(argv), exc)}", file=sys.stderr)
-        return 2
-    finish_wandb(getattr(cli, "trainer", None))  # one command, one W&B run, complete on disk when we return
+        if debug_enabled():
+            raise
+        say(f"error: --ckpt_path {unsafe_checkpoint_message(_ckpt_path(argv), exc)}")
+        return USER_ERROR
+    except Exception as exc:
+        code = classify(exc)
+        if code is None or debug_enabled():  # a bug: its traceback is what a report needs
+            raise
+        say(f"error: {exc}")
+        release_process_group(wait_for_others=False)
+        return code
+    trainer = getattr(cli, "trainer", None)
+    finish_wandb(trainer)  # one command, one W&B run, complete on disk when we return
     release_process_group()
+    if cli.subcommand == "fit":
+        print_summary(trainer, sys.stderr)
     return 0
+
+
+def say(message: str) -> None:
+    """``lmforge: <message>`` on stderr, from the first process of a distributed run only."""
+    if all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        print(f"lmforge: {message}", file=sys.stderr, flush=True)
 
 
 def _ckpt_path(argv: list[str]) -> str:
@@ -64,14 +97,17 @@ def _ckpt_path(argv: list[str]) -> str:
     return "the checkpoint"
 
 
-def release_process_group() -> None:
+def release_process_group(wait_for_others: bool = True) -> None:
     """Destroy the default process group a distributed run created, before the interpreter exits.
 
     Lightning leaves it alive; left to interpreter teardown, a gloo group's threads can abort the process
     ("terminate called without an active exception") after a successful run, so the exit status lies.
+    ``wait_for_others``: first a barrier, so that no rank tears the group down while another still talks to
+    it (not after an error or a SIGTERM, where another rank may never arrive).
     """
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()  # no rank tears the group down while another still talks to it
+        if wait_for_others:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -91,13 +127,19 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
         cli: LightningCLI | None = None
 
         def error(self, message: str, *args: Any, **kwargs: Any) -> Any:
-            return super().error(explain_error(message, self.valid_keys(), plugins), *args, **kwargs)
+            explained = explain_error(message, self.valid_keys(), plugins)
+            if not self.exit_on_error:  # jsonargparse catches it (trying the types of a union, ...)
+                return super().error(explained, *args, **kwargs)
+            if debug_enabled():  # the traceback was asked for
+                raise argparse.ArgumentError(None, explained)
+            # The message first and alone: no usage text before it (`lmforge COMMAND --help` has the keys).
+            say(f"error: {explained}")
+            self.exit(USER_ERROR)
 
         def valid_keys(self) -> list[str]:
             parsers = getattr(self.cli, "_subcommand_parsers", None) or {}
-            if not parsers:
-                return list(self.get_defaults().keys())
-            return sorted({k for p in parsers.values() for k in p.get_defaults().keys()})
+            found = [self] if not parsers else list(parsers.values())
+            return sorted({key for parser in found for key in recipe_keys(parser)})
 
     class LMForgeCLI(LightningCLI):
         def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
@@ -106,11 +148,15 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
             return parser
 
         def _before_run(self) -> None:
+            if self.subcommand == "fit":  # the run's metrics.csv continues (a resumed run) instead of starting over
+                run_dirs.continue_csv_logs(self.trainer.loggers, self._resumed_step)
             # Data settings the model cannot take are a recipe error, reported before any data is read.
             if hasattr(self.model, "check_data"):
                 try:
                     self.model.check_data(self.datamodule)
                 except (ValueError, FileNotFoundError) as exc:
+                    if debug_enabled():
+                        raise
                     self.parser.error(str(exc))
             # A run restored from a checkpoint must tokenize exactly as it was trained.
             ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
@@ -119,6 +165,8 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
 
         before_fit = before_validate = before_test = before_predict = _before_run
 
+        _resumed_step: int | None = None
+
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
             self._check_write_paths(config)
@@ -126,8 +174,53 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
                 # Resuming, validating or testing from a checkpoint unpickles tensors and plain types only;
                 # an lmforge checkpoint needs no more (tests/reliability/test_untrusted_files.py).
                 config["weights_only"] = True
+            self._check_ckpt_path(config)
             # Logger names, W&B tags and the resumed W&B run id come from the recipe and the checkpoint.
             prepare_loggers(config, self.subcommand)
+            if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+                self._resume_newest_run(config)
+            elif self.subcommand in ("validate", "test"):
+                self._place_evaluation(config)
+
+        def _check_ckpt_path(self, config: Any) -> None:
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).exists():
+                self.parser.error(f"--ckpt_path {ckpt_path}: no such checkpoint. Give a checkpoint file (e.g. "
+                                  "runs/<name>/version_N/checkpoints/last.ckpt), or `--ckpt_path last` with fit.")
+
+        def _resume_newest_run(self, config: Any) -> None:
+            roots = run_dirs.searched_roots(config)
+            if not roots:  # no logger writes run directories: Lightning looks in ModelCheckpoint's dirpath
+                return
+            resumed = run_dirs.resume_newest_run(config)
+            if resumed is None:
+                config["ckpt_path"] = None
+                where = " or ".join(f"{root}/version_*/checkpoints/last.ckpt" for root in roots)
+                say(f"--ckpt_path last: no earlier run has a last checkpoint ({where}); starting a new run.")
+                return
+            # The checkpoint is read again, with the W&B run id, now that ckpt_path names it.
+            prepare_loggers(config, self.subcommand)
+            quiet_resume_noise()
+            self._resumed_step = resumed.step
+            at = f" at step {resumed.step}" if resumed.step is not None else ""
+            say(f"resuming {resumed.checkpoint}{at}; the run continues in {resumed.run_dir}")
+
+        def _place_evaluation(self, config: Any) -> None:
+            ckpt_path = config.get("ckpt_path")
+            where = run_dirs.place_evaluation_logs(config, self.subcommand)
+            if where is not None:
+                say(f"{self.subcommand}: scoring {ckpt_path}; metrics go to {where}")
+            if not ckpt_path:
+                backbone = (config.get("model") or {}).get("backbone") or {}
+                start = backbone.get("pretrained") or backbone.get("checkpoint")
+                what = f"the model of {start} with any new head untrained" if start else "an untrained model"
+                say(f"warning: {self.subcommand} without --ckpt_path scores {what}. Give --ckpt_path "
+                    "runs/<name>/version_N/checkpoints/<file>.ckpt to score a trained one.")
+            data = (config.get("data") or {}).get("init_args") or {}
+            if self.subcommand == "test" and not data.get("test"):
+                say("test: data.init_args.test is not set, so this scores the validation split (data.init_args.val "
+                    "or the held-out data.val_fraction) and logs it as test/*. Give data.init_args.test FILES to "
+                    "score a test split.")
 
         def _check_write_paths(self, config: Any) -> None:
             if allow_outside_run_dir or run_paths.outside_allowed():
@@ -144,15 +237,38 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
             except PluginCompatibilityError:  # already names the plugin, its key and distribution; main() prints it
                 raise
             except (ValueError, FileNotFoundError) as exc:
+                if debug_enabled():
+                    raise
                 config = self.config[self.subcommand] if self.subcommand else self.config
                 self.parser.error(name_recipe_key(str(exc), config.as_dict()))
 
         def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+            # A missing data file is a recipe error, named before the trainer starts anything (when a command runs:
+            # `run_cli(run=False)` only builds the classes).
+            if self.subcommand is not None and hasattr(self.datamodule, "check_files"):
+                self.datamodule.check_files()
+            recipe_callbacks = [id(c) for c in self._recipe_callbacks()]
             trainer = super().instantiate_trainer(**kwargs)
             # Checkpoints are written atomically, and a full disk is explained (lmforge.runtime.checkpoint_io).
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the recipe chose
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            self._use_lmforge_progress_bar(trainer, recipe_callbacks)
+            if self.subcommand in ("validate", "test"):
+                run_dirs.continue_csv_logs(trainer.loggers)  # each evaluation adds its rows
             return trainer
+
+        def _recipe_callbacks(self) -> list[Any]:
+            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            callbacks = (config.get("trainer") or {}).get("callbacks") or []
+            return callbacks if isinstance(callbacks, list) else [callbacks]
+
+        @staticmethod
+        def _use_lmforge_progress_bar(trainer: Trainer, recipe_callbacks: list[int]) -> None:
+            """Replace the progress bar Lightning added itself (the recipe named none) with lmforge's."""
+            bar = trainer.progress_bar_callback
+            if bar is None or id(bar) in recipe_callbacks:
+                return
+            trainer.callbacks[trainer.callbacks.index(bar)] = progress_bar()
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             # The recipe's top-level optimizer/lr_scheduler are handed to the model, which builds them
@@ -169,17 +285,23 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
         parser_class=RecipeParser,
         save_config_callback=RunConfig,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [SaveOnPreemption()]},  # added to the recipe's callbacks
+        trainer_defaults={"callbacks": [SaveOnPreemption(), RunSummary()]},  # added to the recipe's callbacks
         auto_configure_optimizers=False,
         parser_kwargs={
             "default_config_files": [],
+            "allow_abbrev": False,  # `--trainer.max_step` must not pass for `--trainer.max_steps`
             "description": "Train language models with plugins. Other commands: recipes, plugins, export, "
                            "plot, predict MODEL --input FILE --output FILE.",
-            **{cmd: {"default_config_files": []} for cmd in LIGHTNING_SUBCOMMANDS},
+            **{cmd: {"default_config_files": [], "allow_abbrev": False} for cmd in LIGHTNING_SUBCOMMANDS},
         },
         args=args,
         run=run,
     )
+
+
+def recipe_keys(parser: Any) -> list[str]:
+    """Every dotted key ``parser`` accepts (``model.backbone.architecture``, ``trainer.max_steps``, ...)."""
+    return [key for key in parser.get_defaults().keys() if not key.startswith("__")]
 
 
 #: First words of a message that already names the recipe key it is about.
@@ -236,9 +358,11 @@ def explain_error(message: str, valid_keys: list[str], plugins: Any) -> str:
         hints.append(f"model.{group.group(1)}: {unknown_plugin_message(kind, given.split('.')[-1], plugins)}")
     key = re.search(r"does not accept option '([\w.]+)'", message)
     if key:
-        near = difflib.get_close_matches(key.group(1), valid_keys, n=2, cutoff=0.6)
-        hint = f"Unknown recipe key {key.group(1)!r}."
-        hints.append(hint + (f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else ""))
+        hints.append(_unknown_key_hint(key.group(1), valid_keys))
+    unrecognized = re.search(r"unrecognized arguments: (.+)", message)
+    if unrecognized:
+        for option in re.findall(r"(?:^|\s)--([\w.]+)", unrecognized.group(1)):
+            hints.append(_unknown_key_hint(option, valid_keys))
     option = re.search(r"class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", message)
     if option:
         hints.append(_unknown_argument_hint(*option.groups()))
@@ -262,6 +386,16 @@ def _uninstalled_plugin(message: str, key: str | None, plugins: Any) -> str | No
         return (f"model.{key}: {class_path} cannot be imported ({reason}); the installed {kind.replace('_', ' ')} "
                 f"{name!r} is {info.qualname} from {info.dist} {info.version}: name it `class_path: {name}`.")
     return f"model.{key}: {unknown_plugin_message(kind, name, plugins)} (The config names {class_path}: {reason}.)"
+
+
+def _unknown_key_hint(key: str, valid_keys: list[str]) -> str:
+    """``Unknown recipe key 'trainer.max_step'. Did you mean 'trainer.max_steps'?``: the nearest keys, among those
+    of the same section first (``trainer.``), where a misspelt key's intended one almost always is."""
+    section = key.split(".", 1)[0] + "."
+    same_section = [k for k in valid_keys if k.startswith(section)]
+    near = difflib.get_close_matches(key, same_section, n=1, cutoff=0.6) or difflib.get_close_matches(
+        key, valid_keys, n=1, cutoff=0.6)
+    return f"Unknown recipe key {key!r}." + (f" Did you mean {near[0]!r}?" if near else "")
 
 
 def _wrong_value_hints(message: str) -> list[str]:

@@ -29,6 +29,7 @@ from lmforge.core.checkpoint import (
 )
 from lmforge.core.lora import KEY as LORA_RECIPE_KEY
 from lmforge.core.lora import TASK_TYPES, LoraSpec, apply_lora, head_modules, parameter_counts
+from lmforge.core.source_config import apply_overrides
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,13 @@ class Backbone:
             ``bert``, ...), built from its default config plus ``config``.
         config: Overrides of the architecture's config (``n_layer``,
             ``hidden_size``, ...). The vocabulary size and special token ids
-            always come from the tokenizer.
+            always come from the tokenizer. With ``pretrained`` or
+            ``checkpoint`` that model fixes the architecture: keys that would
+            change it (sizes, layer and head counts, positions) are ignored
+            with a warning, the others (dropout, ...) apply.
         pretrained: A local directory with a pretrained model
-            (``from_pretrained``); replaces ``architecture``.
+            (``from_pretrained``); replaces ``architecture``, and its config
+            replaces ``config``'s sizes.
         trust_remote_code: Allow a pretrained directory to run its own code.
             Off unless the recipe turns it on; the run log says when it is on.
         attn_implementation: Attention kernel (``sdpa``, ``eager``, ...).
@@ -63,7 +68,8 @@ class Backbone:
             other one: 0, 2, 4, ...
         checkpoint: An lmforge checkpoint (``.ckpt``, e.g. a pre-training
             run's ``checkpoints/last.ckpt``) to start from: its saved config
-            replaces ``architecture`` (``config`` still overrides, e.g. dropout),
+            replaces ``architecture`` and ``config``'s sizes (``config``'s
+            other keys, e.g. dropout, still apply),
             the base model's weights are loaded and the objective's head is new
             (a pre-training head is dropped). Give the run's tokenizer too
             (``data.init_args.tokenizer.path: runs/<name>/version_N/tokenizer``).
@@ -146,8 +152,7 @@ def position_limit(spec: Backbone) -> int | None:
     if getattr(spec, "init_from", None) is not None:
         return None
     if spec.checkpoint is not None:  # the checkpoint's saved config (the file's tensors are only mapped)
-        config = checkpoint_config(load_checkpoint(spec.checkpoint, mmap=True))
-        config.update(spec.config)
+        config = _saved_config(spec, checkpoint_config(load_checkpoint(spec.checkpoint, mmap=True)))
     elif spec.pretrained is not None:
         config = _pretrained_config(spec)
     elif spec.architecture is None:
@@ -161,7 +166,8 @@ def position_limit(spec: Backbone) -> int | None:
 
 
 def _pretrained_config(spec: Backbone) -> PretrainedConfig:
-    """The config of the local pretrained directory ``spec.pretrained``, with ``spec.config`` applied."""
+    """The config of the local pretrained directory ``spec.pretrained``, with the keys of ``spec.config`` that
+    keep its architecture applied (`lmforge.core.source_config`)."""
     path = Path(spec.pretrained)
     if not path.is_dir():
         raise FileNotFoundError(
@@ -170,8 +176,13 @@ def _pretrained_config(spec: Backbone) -> PretrainedConfig:
             f"quickstart`, then `lmforge export runs/quickstart/version_0/checkpoints/last.ckpt {spec.pretrained}` "
             "(a small GPT-2 pre-trained on the bundled corpus, about 2 minutes on 2 CPU cores)."
         )
-    return AutoConfig.from_pretrained(str(path), local_files_only=True,
-                                      trust_remote_code=spec.trust_remote_code, **spec.config)
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=spec.trust_remote_code)
+    return apply_overrides(config, spec.config, "model.backbone.pretrained", spec.pretrained)
+
+
+def _saved_config(spec: Backbone, config: PretrainedConfig) -> PretrainedConfig:
+    """A checkpoint's saved config with the keys of ``spec.config`` that keep its architecture applied."""
+    return apply_overrides(config, spec.config, "model.backbone.checkpoint", spec.checkpoint)
 
 
 def _token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
@@ -335,9 +346,7 @@ def _checkpoint_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> Pr
             f"than data.tokenizer ({len(tokenizer)} tokens); set data.init_args.tokenizer.path to that run's "
             "tokenizer/ directory (runs/<name>/version_N/tokenizer)."
         )
-    config = checkpoint_config(checkpoint)
-    config.update(spec.config)
-    return config
+    return _saved_config(spec, checkpoint_config(checkpoint))
 
 
 def load_base_weights(model: PreTrainedModel, checkpoint_path: str | Path) -> LoadReport:

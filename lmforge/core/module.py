@@ -22,6 +22,7 @@ import importlib
 import inspect
 import logging
 import math
+import os
 from typing import Any, Literal
 
 import torch
@@ -62,6 +63,8 @@ from lmforge.core.sharding import (
 log = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-4}}
+#: Keeps the evaluation generators' seeds apart from the step generator's (run seed + rank).
+_EVALUATION_SALT = 0x5EED_E7A1
 
 
 class LanguageModel(LightningModule):
@@ -202,6 +205,10 @@ class LanguageModel(LightningModule):
         self.objective.build_backbone_config(config)
         self._check_block_size(self._datamodule(), max_positions(config))
         self.backbone = build_backbone(self.backbone_spec, self.objective.auto_model, config)
+        # from_pretrained returns a model in eval mode, and Lightning keeps each module's mode when fitting
+        # starts: without this a pretrained backbone would train with its dropout off. Evaluation loops still
+        # switch to eval mode themselves; a frozen teacher (set up below) stays in eval mode.
+        self.backbone.train()
         host = HostView(self)
         for plugin in [self.objective, *self._by_hook["setup"]]:
             with hook_guard(plugin, "setup"):
@@ -346,13 +353,22 @@ class LanguageModel(LightningModule):
         )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch)
+        self._evaluate(batch, batch_idx)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch)
+        self._evaluate(batch, batch_idx)
 
-    def _evaluate(self, batch: dict[str, Tensor]) -> None:
-        batch = self.objective.prepare(batch, self._generator())
+    def _evaluation_generator(self, batch_idx: int) -> torch.Generator:
+        """The random choices of evaluation (MLM masks) for batch ``batch_idx``: seeded from the run's seed, the
+        rank and the batch, never from the step generator. Every validation of the same weights scores the same
+        masks (a later ``lmforge validate`` reproduces the logged val/loss), and validating does not change what
+        training draws next."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        mixed = ((seed * 1_000_003 + self.global_rank) * 1_000_033 + batch_idx + _EVALUATION_SALT) % (2**63)
+        return torch.Generator(device=self.device).manual_seed(mixed)
+
+    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int = 0) -> None:
+        batch = self.objective.prepare(batch, self._evaluation_generator(batch_idx))
         outputs = self(batch)
         result = self.objective.compute(outputs, batch)
         nll = result.nll if result.nll is not None else result.loss

@@ -30,6 +30,7 @@ sets both.
 
 from __future__ import annotations
 
+import difflib
 import os
 import weakref
 from dataclasses import dataclass
@@ -102,9 +103,13 @@ def unknown_plugin_message(kind: str, name: str, registry: Registry) -> str:
         if bad.kind == kind and bad.name == name:
             return (f"{label} {name!r} from {bad.dist} {bad.version} is installed but broken: {bad.error}. "
                     f"Fix or uninstall {bad.dist} (`lmforge plugins` lists broken plugins).")
-    installed = ", ".join(registry.names(kind)) or "none"
+    names = list(registry.names(kind))
+    installed = ", ".join(names) or "none"
     broken = [b.name for b in registry.broken if b.kind == kind]
-    text = f"unknown {label} {name!r}. Installed {label}s: {installed}."
+    near = difflib.get_close_matches(name, names, n=1, cutoff=0.6) or [
+        n for n in names if n.lower() == name.lower()]
+    text = f"unknown {label} {name!r}." + (f" Did you mean {near[0]!r}?" if near else "")
+    text += f" Installed {label}s: {installed}."
     if broken:
         text += f" Broken (see `lmforge plugins`): {', '.join(broken)}."
     return text

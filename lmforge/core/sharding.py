@@ -19,7 +19,11 @@ def block_classes(module: nn.Module) -> set[type[nn.Module]]:
 
 
 def fully_shard_blocks(backbone: nn.Module, mesh: Any) -> None:
-    """FSDP2: ``fully_shard`` each of the backbone's blocks, then the backbone root."""
+    """FSDP2: ``fully_shard`` each of the backbone's blocks, then the backbone root.
+
+    A block that shares a parameter with a module outside it (BERT's embeddings, whose word embeddings the
+    masked-LM decoder reuses) is left to the root group, so that each tied pair lies in one FSDP group.
+    """
     from torch.distributed.fsdp import fully_shard
 
     classes = tuple(block_classes(backbone))
@@ -28,10 +32,19 @@ def fully_shard_blocks(backbone: nn.Module, mesh: Any) -> None:
             f"FSDP2: {type(backbone).__name__} names no block classes in _no_split_modules; "
             "use the ddp or fsdp overlay for this backbone."
         )
-    for module in backbone.modules():
-        if isinstance(module, classes):
+    for name, module in backbone.named_modules():
+        if isinstance(module, classes) and not shares_parameters(backbone, name, module):
             fully_shard(module, mesh=mesh)
     fully_shard(backbone, mesh=mesh)
+
+
+def shares_parameters(root: nn.Module, name: str, module: nn.Module) -> bool:
+    """Whether a parameter of ``module`` (``root``'s submodule ``name``) is also a parameter of a module of
+    ``root`` outside it (tied weights)."""
+    own = {id(p) for p in module.parameters()}
+    prefix = f"{name}." if name else ""
+    return any(id(p) in own and not key.startswith(prefix)
+               for key, p in root.named_parameters(remove_duplicate=False))
 
 
 def replicated_parameters(module: nn.Module) -> list[nn.Parameter]:

@@ -1,7 +1,8 @@
 """Save a checkpoint when the run is preempted (SIGTERM), so `fit --ckpt_path last` continues it.
 
 Lightning catches SIGTERM, finishes the current batch on every rank and raises ``SIGTERMException``; it
-saves nothing by itself. This callback writes ``last.ckpt`` into the ``ModelCheckpoint`` directory then.
+saves nothing by itself. This callback writes ``last.ckpt`` into the ``ModelCheckpoint`` directory then, and
+``lmforge fit`` exits with status 143 (128 + SIGTERM), the code schedulers requeue (`lmforge.cli.training`).
 """
 
 from __future__ import annotations
@@ -28,5 +29,7 @@ class SaveOnPreemption(Callback):
                         trainer.global_step)
             return
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
-        trainer.save_checkpoint(path)  # every rank calls it: sharded strategies write their own shards
-        log.warning("SIGTERM at step %d: saved %s; continue with --ckpt_path %s", trainer.global_step, path, path)
+        # Every rank calls it: sharded strategies write their own shards. The full state: the run continues from it.
+        trainer.save_checkpoint(path, weights_only=False)
+        log.warning("SIGTERM at step %d: saved %s; the same command with --ckpt_path last continues this run "
+                    "(exit status 143: requeue)", trainer.global_step, path)

@@ -62,3 +62,39 @@ def test_export_refuses_a_non_lmforge_checkpoint(tmp_path: Path) -> None:
         export_checkpoint(tmp_path / "other.ckpt", tmp_path / "hf")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         export_checkpoint(tmp_path / "missing.ckpt", tmp_path / "hf")
+
+
+def test_exported_causal_lm_continues_a_prompt_also_from_an_old_checkpoint(corpus: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """The exported tokenizer adds no EOS to a prompt, so ``pipeline("text-generation")`` continues it; a checkpoint
+    whose saved tokenizer appends EOS to every text (lmforge's bpe before tokenizer format 2) is exported so too."""
+    from tokenizers import Tokenizer, processors
+    from transformers import pipeline
+
+    backbone, objective, auto, algorithm = CASES["gpt2"]
+    data = TextData(train=str(corpus["train"]), val=str(corpus["val"]), block_size=32, batch_size=4,
+                    tokenizer=TokenizerSpec(train=TokenizerTraining(algorithm=algorithm, vocab_size=300)),
+                    cache_dir=str(tmp_path / "cache"))
+    trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(LanguageModel(backbone, objective()), datamodule=data)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
+    old = Tokenizer.from_str(checkpoint["lmforge"]["tokenizer"])
+    eos = "<|endoftext|>"
+    old.post_processor = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B:1 {eos}:1",
+                                                       special_tokens=[(eos, old.token_to_id(eos))])
+    checkpoint["lmforge"]["tokenizer"] = old.to_str()
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    prompt = "the cat sat"
+    for name in ("model.ckpt", "old.ckpt"):
+        out = export_checkpoint(tmp_path / name, tmp_path / f"hf-{name}")
+        tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
+        ids = tokenizer(prompt)["input_ids"]
+        assert ids == tokenizer.convert_tokens_to_ids(tokenizer.tokenize(prompt)), name
+        model = auto.from_pretrained(out, local_files_only=True).eval()
+        with torch.no_grad():  # reference: the next token by hand, from the prompt's own tokens
+            following = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+        generated = pipeline("text-generation", model=str(out), device="cpu")(prompt, max_new_tokens=1,
+                                                                            do_sample=False)[0]["generated_text"]
+        assert generated == prompt + tokenizer.decode([following]), name

@@ -56,6 +56,13 @@ def test_charts_plot_the_logged_series(one_run):
             assert drawn[series.key] == [(float(x), y) for x, y in columns[series.key]]
 
 
+def test_perplexity_is_drawn_on_a_log_scale_and_loss_on_a_linear_one(one_run):
+    runs, _ = one_run
+    charts = {chart.name: chart for chart in build_charts(runs)}
+    assert [ax.get_yscale() for ax in draw(charts["perplexity"]).axes] == ["log"]
+    assert [ax.get_yscale() for ax in draw(charts["loss"]).axes] == ["linear"]
+
+
 def test_learning_rate_follows_the_warmup(one_run):
     _, columns = one_run
     lrs = [v for _, v in columns["lr-AdamW/decay"]]

@@ -135,16 +135,20 @@ def test_checkpoint_start_loads_the_encoder_and_a_new_head(mlm_run: dict, tmp_pa
     assert len(report.loaded) == len(encoder)
 
 
-def test_checkpoint_with_another_tokenizer_or_sizes_is_refused(mlm_run: dict, tmp_path: Path) -> None:
+def test_checkpoint_with_another_tokenizer_is_refused_and_its_sizes_are_kept(mlm_run: dict, caplog) -> None:
     from lmforge.core.data.tokenizer import train_tokenizer
 
     other = train_tokenizer(["a b c d e f g"] * 20, TokenizerTraining(vocab_size=30), "wordpiece")
     with pytest.raises(ValueError, match="another tokenizer .* data.init_args.tokenizer.path"):
         build_config(Backbone(checkpoint=str(mlm_run["ckpt"])), other)
     tokenizer = load_tokenizer(mlm_run["tokenizer"])
-    spec = Backbone(checkpoint=str(mlm_run["ckpt"]), config={"intermediate_size": 48})
-    with pytest.raises(ValueError, match="does not fit this backbone"):
-        build_backbone(spec, "AutoModelForSequenceClassification", build_config(spec, tokenizer))
+    # The checkpoint fixes the architecture: a recipe's size is ignored (and named), dropout applies.
+    spec = Backbone(checkpoint=str(mlm_run["ckpt"]), config={"intermediate_size": 48, "hidden_dropout_prob": 0.2})
+    with caplog.at_level("WARNING"):
+        config = build_config(spec, tokenizer)
+    assert config.intermediate_size == BERT_CONFIG["intermediate_size"] and config.hidden_dropout_prob == 0.2
+    assert "intermediate_size" in caplog.text and "model.backbone.checkpoint" in caplog.text
+    build_backbone(spec, "AutoModelForSequenceClassification", config)  # the saved weights fit
     with pytest.raises(ValueError, match="not both"):
         Backbone(checkpoint="x.ckpt", pretrained="dir")
 

@@ -103,8 +103,9 @@ def test_text_stage_runs_in_order_and_augmenters_skip_validation(corpus, tmp_pat
     docs = {s: [line for line in corpus[s].read_text().splitlines() if line.strip()] for s in ("train", "val")}
     kept = {s: [d for d in docs[s] if "dog" not in d] for s in docs}
     tok = data.tokenizer
-    n_train_tokens = sum(len(tok(d)["input_ids"]) for d in kept["train"] + [d.upper() for d in kept["train"]])
-    n_val_tokens = sum(len(tok(d)["input_ids"]) for d in kept["val"])
+    # Each document's tokens and the EOS that packing puts after it.
+    n_train_tokens = sum(len(tok(d)["input_ids"]) + 1 for d in kept["train"] + [d.upper() for d in kept["train"]])
+    n_val_tokens = sum(len(tok(d)["input_ids"]) + 1 for d in kept["val"])
     # The filter ran on both splits, the augmenter (after it) only on train.
     assert len(data.datasets["train"]) == n_train_tokens // 32
     assert len(data.datasets["val"]) == n_val_tokens // 32
@@ -119,7 +120,8 @@ def test_block_weights_are_the_mean_weight_of_their_tokens(corpus, tmp_path):
     assert data.train_weights is not None
     assert data.train_weights.shape == (len(data.datasets["train"]),)
     docs = [line for line in corpus["train"].read_text().splitlines() if line.strip()]
-    token_weights = [float(len(d)) for d in docs for _ in data.tokenizer(d)["input_ids"]]
+    # Every token of a document carries its weight, the EOS that packing puts after it included.
+    token_weights = [float(len(d)) for d in docs for _ in range(len(data.tokenizer(d)["input_ids"]) + 1)]
     n_blocks = len(data.datasets["train"])
     expected = torch.tensor(token_weights[: n_blocks * 32], dtype=torch.double).view(n_blocks, 32).mean(1)
     torch.testing.assert_close(data.train_weights, expected)

@@ -178,7 +178,7 @@ def test_the_data_stage_runs_a_filter_before_the_rewrite_that_must_follow_it(cor
     docs = [d for d in corpus["train"].read_text().splitlines() if d.strip()]
     kept = [d for d in docs if "dog" not in d.split()]
     # Filtered first, then doubled: the swapped copies (which now say "dog") survive.
-    expected_tokens = sum(len(data.tokenizer(d)["input_ids"]) for d in
+    expected_tokens = sum(len(data.tokenizer(d)["input_ids"]) + 1 for d in  # + the EOS after each document
                           kept + [" ".join("dog" if w == "cat" else w for w in d.split()) for d in kept])
     assert len(data.datasets["train"]) == expected_tokens // 32
 
@@ -262,6 +262,8 @@ def test_a_hook_that_raises_stops_the_run_before_training_naming_the_plugin(plug
     with pytest.raises(PluginError, match=message):
         trainer(tmp_path, 3).fit(lm, datamodule=text_data(corpus, tmp_path / "cache"))
     assert lm.global_step == 0
+    after = lm.state_dict()
+    assert all(torch.equal(value, after[key]) for key, value in before.items() if key in after)
     if lm.backbone is not None:
         assert lm.trainer.optimizers[0].state == {}  # never stepped
 

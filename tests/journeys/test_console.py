@@ -14,19 +14,12 @@ SUMMARY_LINES = 20  # the summary is among the last lines of the output
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "Lightning prints its litlogger tip when the Trainer sets up its loggers (lightning/pytorch/trainer/"
-    "connectors/logger_connector/logger_connector.py:93) and lmforge does not silence it"))
 def test_no_litlogger_tip(fit_recipe) -> None:
     result = fit_recipe("quickstart").result.expect_ok()
     assert "litlogger" not in result.output.lower()
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "the recipes train by steps (max_epochs unset: -1), and Lightning's RichProgressBar renders the epoch as "
-    "'Epoch 0/-2' and adds 'v_num: 0.000'; lmforge keeps the default progress bar (no lmforge progress bar or "
-    "get_metrics override in lmforge/core/cli.py)"))
 def test_progress_bar_shows_no_negative_epoch_count_or_version_number(fit_recipe) -> None:
     result = fit_recipe("quickstart").result.expect_ok()
     assert not re.search(r"Epoch \d+/-\d+", result.output), "the progress bar shows 'Epoch N/-2'"
@@ -41,7 +34,6 @@ NO_SUMMARY = "no end-of-run summary exists: the run ends with Lightning's '`Trai
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=NO_SUMMARY)
 def test_run_ends_with_a_summary_and_the_next_commands(fit_recipe) -> None:
     run = fit_recipe("quickstart")
     end = summary(run.result.expect_ok().output)
@@ -52,7 +44,6 @@ def test_run_ends_with_a_summary_and_the_next_commands(fit_recipe) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=NO_SUMMARY)
 def test_classifier_run_summary_names_its_metric(fit_recipe) -> None:
     run = fit_recipe("finetune-sentiment")
     end = summary(run.result.expect_ok().output)

@@ -43,9 +43,7 @@ def _cases() -> list:
     cases = []
     for overlay in ("ddp", "fsdp2"):
         for recipe in DISTRIBUTED_RECIPES:
-            reason = HANG + (f"; {TIED_BERT}" if overlay == "fsdp2" and recipe in MASKED_LM else "")
-            cases.append(pytest.param(recipe, overlay, id=f"{recipe}-{overlay}",
-                                      marks=pytest.mark.xfail(strict=True, reason=reason)))
+            cases.append(pytest.param(recipe, overlay, id=f"{recipe}-{overlay}"))
     return cases
 
 
@@ -92,7 +90,6 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=HANG)
 def test_multinode_overlay_with_two_torchrun_agents(journeys: Journeys, tmp_path: Path) -> None:
     """docs/scaling.md's launch: the same torchrun command on each of two "nodes" (here two agents on 127.0.0.1),
     sharing the working directory as nodes share runs/ on a shared filesystem."""

@@ -40,16 +40,12 @@ def check_user_error(result: Result, names: list[str], suggestion: str | None) -
         assert "did you mean" in first.lower() and suggestion in first, result.explain(f"no 'did you mean {suggestion}'")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    f"{USAGE_DUMP}; and the message, 'error: unrecognized arguments: --model.backbone.archtecture gpt2', has no "
-    "suggestion: explain_error only explains \"does not accept option\" (lmforge/core/cli.py:391)"))
 def test_misspelt_key_on_the_command_line(journeys: Journeys, tmp_path: Path) -> None:
     result = journeys.lmforge(["fit", "--config", "quickstart", "--model.backbone.archtecture", "gpt2"], tmp_path,
                               limit=QUICK_LIMIT)
     check_user_error(result, ["archtecture"], "architecture")
 
 
-@pytest.mark.xfail(strict=True, reason=f"{USAGE_DUMP}; the suggestion follows the usage")
 def test_misspelt_key_in_a_copied_recipe(journeys: Journeys, tmp_path: Path) -> None:
     journeys.lmforge(["recipes", "cp", "quickstart", "."], tmp_path, limit=QUICK_LIMIT).expect_ok()
     recipe = tmp_path / "quickstart.yaml"
@@ -60,9 +56,6 @@ def test_misspelt_key_in_a_copied_recipe(journeys: Journeys, tmp_path: Path) -> 
     check_user_error(result, ["max_stepz"], "max_steps")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`--trainer.max_step 2` is taken as --trainer.max_steps by argparse prefix matching (allow_abbrev is left on: "
-    "lmforge/core/cli.py:314-330, run_cli's parser_kwargs), so the run trains and exits 0"))
 def test_a_prefix_of_a_key_is_not_accepted(journeys: Journeys, tmp_path: Path) -> None:
     result = journeys.lmforge(["fit", "--config", "quickstart", "--trainer.max_step", "2", *SMALL], tmp_path,
                               limit=QUICK_LIMIT)
@@ -70,17 +63,12 @@ def test_a_prefix_of_a_key_is_not_accepted(journeys: Journeys, tmp_path: Path) -
     assert not (tmp_path / "runs").exists(), "the run trained"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    f"{USAGE_DUMP}; and the message lists the installed objectives without a suggestion "
-    "(lmforge/core/registry.py:102-113, unknown_plugin_message)"))
 def test_unknown_plugin_name(journeys: Journeys, tmp_path: Path) -> None:
     result = journeys.lmforge(["fit", "--config", "quickstart", "--model.objective", "CausalLMM"], tmp_path,
                               limit=QUICK_LIMIT)
     check_user_error(result, ["model.objective", "CausalLMM"], "CausalLM")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the message lists every bundled recipe without a suggestion (lmforge/core/recipes.py:39-42, resolve_recipe)"))
 def test_unknown_config_name(journeys: Journeys, tmp_path: Path) -> None:
     result = journeys.lmforge(["fit", "--config", "quickstrat"], tmp_path, limit=QUICK_LIMIT)
     check_user_error(result, ["quickstrat"], "quickstart")
@@ -92,7 +80,6 @@ MISSING_FILE = (
     "PluginCompatibilityError and UnpicklingError only): exit code 1 with a 40-line traceback")
 
 
-@pytest.mark.xfail(strict=True, reason=MISSING_FILE)
 def test_missing_data_file(journeys: Journeys, tmp_path: Path) -> None:
     result = journeys.lmforge(["fit", "--config", "quickstart", "--data.init_args.train", "missing.txt", *SMALL],
                               tmp_path, limit=QUICK_LIMIT)

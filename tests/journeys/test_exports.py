@@ -43,10 +43,6 @@ def export(fit_recipe, journeys: Journeys, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "masked-LM evaluation draws its masks from the training generator (lmforge/core/module.py:313, _evaluate calls "
-    "self._generator()), so the masks of a validation during fit depend on the training steps before it, and a "
-    "later `lmforge validate` of the same weights scores other masks"))
 def test_masked_lm_validate_reproduces_the_val_loss_logged_during_fit(fit_recipe, journeys: Journeys) -> None:
     run = fit_recipe("mlm-pretrain")
     run.result.expect_ok()

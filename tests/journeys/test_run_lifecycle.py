@@ -103,7 +103,7 @@ def tested(validated, best, journeys: Journeys, workdir: Path) -> Result:
 
 
 @pytest.fixture(scope="module")
-def split_file(workdir: Path) -> Path:
+def test_file(workdir: Path) -> Path:
     """A test split unlike the validation split: other text than the bundled corpus."""
     path = workdir / "test.txt"
     path.write_text("\n".join(bundled_text("bias/skewed_occupations_val.txt")[:40]) + "\n", encoding="utf-8")
@@ -111,8 +111,8 @@ def split_file(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tested_on_split(tested, best, split_file: Path, journeys: Journeys, workdir: Path) -> Result:
-    return journeys.lmforge(["test", *EVAL, "--data.init_args.test", split_file.name, "--trainer.limit_test_batches",
+def tested_on_split(tested, best, test_file: Path, journeys: Journeys, workdir: Path) -> Result:
+    return journeys.lmforge(["test", *EVAL, "--data.init_args.test", test_file.name, "--trainer.limit_test_batches",
                              "1.0", "--ckpt_path", str(best[0])], workdir)
 
 
@@ -144,17 +144,12 @@ def test_preempted_run_saves_a_checkpoint_where_it_stopped(preempted) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "a run stopped by SIGTERM exits 0: SaveOnPreemption.on_exception saves last.ckpt and returns "
-    "(lmforge/core/preemption.py:24-33), and nothing in lmforge/core/cli.py:main (:72-88) turns the preemption "
-    "into a non-zero exit code, so a job scheduler cannot tell that it must requeue the job"))
 def test_preempted_run_exits_with_the_requeue_code(preempted) -> None:
     result, _ = preempted
     assert result.returncode == REQUEUE_EXIT_CODE, result.explain(f"expected exit code {REQUEUE_EXIT_CODE}")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=RESUME_NEW_VERSION)
 def test_fit_ckpt_path_last_continues_the_same_run_and_its_steps(preempted, resumed: Result, workdir: Path,
                                                                  run_dir: Path) -> None:
     _, stopped_at = preempted
@@ -177,20 +172,12 @@ def test_validate_reproduces_the_logged_val_loss(validated: Result, best) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "TokenThroughput (lmforge/core/observe/throughput.py:78) is Lightning's ThroughputMonitor, which warns during "
-    "validate and test that the module defines no flops_per_batch (lightning/pytorch/callbacks/"
-    "throughput_monitor.py:140), a warning users cannot act on"))
 def test_validate_and_test_print_no_throughput_warning(validated: Result, tested: Result) -> None:
     for result in (validated, tested):
         assert "flops_per_batch" not in result.output, result.explain("ThroughputMonitor's flops warning")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "TextData.test_dataloader returns the validation loader (lmforge/core/data.py:461-462) and nothing says so: "
-    "`lmforge test` without a test split silently scores the validation split, although its help says 'the "
-    "test split' (lmforge/core/cli.py:107)"))
 def test_test_without_a_test_split_says_it_scores_the_validation_split(tested: Result) -> None:
     tested.expect_ok()
     console_metric(tested.output, "test/loss")
@@ -198,23 +185,18 @@ def test_test_without_a_test_split_says_it_scores_the_validation_split(tested: R
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "TextData has no data.test argument (lmforge/core/data.py: the splits are train and val only; "
-    "test_dataloader returns the validation loader, data.py:461-462), so `--data.init_args.test FILE` is refused "
-    "with exit code 2 (\"Option 'test' is not accepted\")"))
-def test_test_scores_the_given_test_split(tested_on_split: Result, best, split_file: Path, journeys: Journeys,
+def test_test_scores_the_given_test_split(tested_on_split: Result, best, test_file: Path, journeys: Journeys,
                                           workdir: Path) -> None:
     tested_on_split.expect_ok()
     test_loss = console_metric(tested_on_split.output, "test/loss")
     # Reference: the same file scored as the validation split.
-    reference = journeys.lmforge(["validate", *EVAL, "--data.init_args.val", split_file.name,
+    reference = journeys.lmforge(["validate", *EVAL, "--data.init_args.val", test_file.name,
                                   "--trainer.limit_val_batches", "1.0", "--ckpt_path", str(best[0])], workdir)
     assert test_loss == pytest.approx(console_metric(reference.expect_ok().output, "val/loss"), rel=1e-5)
     assert test_loss != pytest.approx(best[1], rel=1e-3), "test/loss equals the validation split's val/loss"
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=f"{EVAL_VERSIONS}; and {RESUME_NEW_VERSION}")
 def test_validate_and_test_do_not_shift_the_numbering_of_training_runs(refit) -> None:
     result, created = refit
     result.expect_ok()
@@ -228,11 +210,6 @@ PROMPT = "The baker opened the"
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "the trained BPE tokenizer's post-processor appends <|endoftext|> to every encoding "
-    "(lmforge/core/tokenizer.py:109-110,122, template '$A <|endoftext|>') and export saves it as is "
-    "(lmforge/core/export.py:88), so tok(prompt) ends with EOS and generation starts a new document "
-    "('TheThe ...')"))
 def test_exported_causal_lm_continues_a_prompt_in_a_text_generation_pipeline(exported: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline

@@ -79,7 +79,6 @@ def hf_weights(directory: Path, auto_class: str) -> dict[str, tuple[float, list[
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=f"{PRETRAINED_SIZES}; then {PRETRAINED_EVAL}")
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
 def test_from_local_hf_directory(objective: str, journeys: Journeys, request: pytest.FixtureRequest,
                                  tmp_path: Path) -> None:
@@ -103,7 +102,6 @@ def checkpoint_weights(path: Path) -> dict[str, tuple[float, list[int]]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=CHECKPOINT_SIZES)
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
 def test_from_lmforge_checkpoint(objective: str, journeys: Journeys, fit_recipe, tmp_path: Path) -> None:
     recipe, _, source_recipe = OBJECTIVES[objective]

@@ -100,7 +100,7 @@ def test_bad_json_lines_can_be_skipped_and_are_counted(tmp_path: Path, caplog: p
     assert warnings and all(str(path) in w for w in warnings)
     assert "data.train: skipped 3 line(s)" in warnings[0] and "lines 4, 18, 31" in warnings[0]
     expected = [json.loads(r)["text"] for i, r in enumerate(rows) if i not in (3, 17, 30)]
-    tokens = sum(len(data.tokenizer(t)["input_ids"]) for t in expected)
+    tokens = sum(len(data.tokenizer(t)["input_ids"]) + 1 for t in expected)  # + the EOS packing puts after each
     assert len(data.datasets["val"]) == tokens // 16  # every good line, and only those, was read
     assert digests(path) == before
 
@@ -134,7 +134,7 @@ def test_tokenized_cache_follows_the_tokenizer(tmp_path: Path) -> None:
                          tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=vocab)))
         data.prepare_data()
         expected = [i for line in path.read_text().splitlines() if line.strip()
-                    for i in data.tokenizer(line)["input_ids"]]
+                    for i in [*data.tokenizer(line)["input_ids"], data.tokenizer.eos_token_id]]
         got = data.datasets["val"].blocks.flatten().tolist()
         assert got == expected[: len(got)]  # tokens of this tokenizer, not a cached earlier one
         blocks[vocab] = got

@@ -148,11 +148,17 @@ class BaseTextData(LightningDataModule):
             self.save_with_run(run_dir)
 
     def _run_dir(self, stage: str | None) -> Path | None:
-        """The run directory on the rank that writes it (global zero, fitting, with a logger)."""
+        """The run directory on the rank that writes it (global zero, fitting, with a logger).
+
+        ``Trainer.log_dir`` is a collective (it broadcasts rank 0's directory), so every rank reads it and
+        only rank 0 keeps it: read on rank 0 alone, it pairs with the next collective of the other ranks
+        and a distributed run hangs.
+        """
         trainer = self.trainer
-        if stage == "fit" and trainer is not None and trainer.logger is not None and trainer.is_global_zero:
-            return Path(trainer.log_dir)
-        return None
+        if stage != "fit" or trainer is None or trainer.logger is None:
+            return None
+        log_dir = trainer.log_dir  # every rank: a collective
+        return Path(log_dir) if trainer.is_global_zero and log_dir is not None else None
 
     def save_with_run(self, run_dir: Path) -> None:
         """Write what the run keeps besides its checkpoints: the tokenizer, and the data-stage plugins' reports."""
@@ -210,12 +216,24 @@ class BaseTextData(LightningDataModule):
         """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
 
         The run's record (`lmforge.runtime.observe.RunConfig`) fingerprints them. Subclasses set
-        ``train_files`` and ``val_files``.
+        ``train_files``, ``val_files`` and ``test_files``.
         """
         files = {"data.train": resolve_files(self.train_files, "data.train")}
         if self.val_files is not None:
             files["data.val"] = resolve_files(self.val_files, "data.val")
+        if getattr(self, "test_files", None) is not None:
+            files["data.test"] = resolve_files(self.test_files, "data.test")
         return files
+
+    def check_files(self) -> None:
+        """Every split's files exist (globs match): a missing file is named with its key before anything runs."""
+        self.data_files()
+
+    def reads_test_split(self) -> bool:
+        """Whether this run reads ``data.test``: it is given, and the trainer tests (or there is no trainer)."""
+        if getattr(self, "test_files", None) is None:
+            return False
+        return self.trainer is None or self.trainer.state.fn == "test"
 
     def _given_tokenizer(self) -> PreTrainedTokenizerBase | None:
         """The tokenizer that needs no training: ``tokenizer.path``'s, or the checkpoint's when validating,

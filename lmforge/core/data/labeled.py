@@ -261,6 +261,9 @@ class LabeledTextData(BaseTextData):
             ``lmforge:sentiment/train.jsonl`` names a file bundled with lmforge.
         val: Validation files; when None, ``val_fraction`` of the training rows
             are held out (stratified by label for single-label data).
+        test: Test files, read by ``lmforge test`` only (with the training
+            split's labels); when None, ``test`` scores the validation split
+            (and says so).
         val_fraction: Share of training rows held out when ``val`` is None.
         text_column: Column with the text (a string), or with the words of a
             sentence (a list of strings) for token classification.
@@ -287,6 +290,7 @@ class LabeledTextData(BaseTextData):
         self,
         train: str | list[str],
         val: str | list[str] | None = None,
+        test: str | list[str] | None = None,
         val_fraction: float = 0.1,
         text_column: str = "text",
         text_pair_column: str | None = None,
@@ -308,6 +312,7 @@ class LabeledTextData(BaseTextData):
             raise ValueError(f"data.labels must not repeat a name, got {labels}.")
         self.train_files = [train] if isinstance(train, str) else list(train)
         self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
+        self.test_files = [test] if isinstance(test, str) else (list(test) if test is not None else None)
         self.val_fraction = val_fraction
         self.text_column = text_column
         self.text_pair_column = text_pair_column
@@ -330,6 +335,9 @@ class LabeledTextData(BaseTextData):
         return _Collate(self.tokenizer.pad_token_id, token_labels=self.labels.kind == "tags")
 
     def test_dataloader(self) -> DataLoader:
+        """The test split when ``data.test`` is given, else the validation split."""
+        if "test" in self.datasets:
+            return self._loader(self.datasets["test"], self._collate(), shuffle=False)
         return self.val_dataloader()
 
     def save_with_run(self, run_dir: Path) -> None:
@@ -347,13 +355,16 @@ class LabeledTextData(BaseTextData):
         raw = self._load_splits()
         kind = _kind(raw["train"])
         names = self._label_names(raw["train"], kind)
-        for split in ("train", "val"):
+        if self.reads_test_split():
+            raw["test"] = self._read(self.test_files, "data.test")
+            _check_kind(raw["train"], raw["test"], "data.test")
+        for split in raw:
             _check_rows(raw[split], kind, names, self._key(split), self.fixed_labels is not None)
         self.tokenizer = self._get_tokenizer(raw["train"], self._tokenizer_texts(raw["train"], kind))
         self._ensure_pad_token()
         plugins = self._plugins()
         info = LabelInfo(kind=kind, names=names)
-        for split in ("train", "val"):
+        for split in raw:
             rows = self._apply_text_plugins(raw[split], split, plugins)
             _check_rows(rows, kind, names, f"{self._key(split)} (after the data-stage plugins)", True)
             if split == "train":
@@ -373,6 +384,8 @@ class LabeledTextData(BaseTextData):
             )
 
     def _key(self, split: str) -> str:
+        if split == "test":
+            return "data.test"
         return "data.val" if split == "val" and self.val_files is not None else "data.train"
 
     def _read(self, files: list[str], key: str) -> datasets.Dataset:
@@ -401,12 +414,7 @@ class LabeledTextData(BaseTextData):
         train = self._read(self.train_files, "data.train")
         if self.val_files is not None:
             val = self._read(self.val_files, "data.val")
-            train_kind, val_kind = _kind(train), _kind(val)
-            val_type = _feature_type(val.features["label"])
-            if train_kind != val_kind and not (train_kind == "regression" and val_type == "int"):
-                train_type = _feature_type(train.features["label"])
-                raise DataFileError(f"data.val: labels are {val_type} ({val_kind}) but data.train's are {train_type} "
-                                    f"({train_kind}); give both files the same kind of label.")
+            _check_kind(train, val, "data.val")
             return {"train": train, "val": val}
         kind = _kind(train)
         keys = [str(v) for v in train["label"]] if kind == "class" else ["all"] * len(train)
@@ -475,6 +483,16 @@ class LabeledTextData(BaseTextData):
 def _kind(rows: datasets.Dataset) -> LabelKind:
     text = "tokens" if "tokens" in rows.column_names else "text"
     return label_kind(_feature_type(rows.features[text]), _feature_type(rows.features["label"]))
+
+
+def _check_kind(train: datasets.Dataset, other: datasets.Dataset, key: str) -> None:
+    """The split ``key`` has the training split's kind of label (integers pass for regression)."""
+    train_kind, kind = _kind(train), _kind(other)
+    label_type = _feature_type(other.features["label"])
+    if train_kind != kind and not (train_kind == "regression" and label_type == "int"):
+        train_type = _feature_type(train.features["label"])
+        raise DataFileError(f"{key}: labels are {label_type} ({kind}) but data.train's are {train_type} "
+                            f"({train_kind}); give both files the same kind of label.")
 
 
 def _check_rows(rows: datasets.Dataset, kind: LabelKind, names: list[str], key: str, fixed: bool) -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lmforge.core.data.base import BaseTextData, fingerprint
 from lmforge.core.data.files import documents_dataset, resolve_files
-from lmforge.core.data.tokenizer import TokenizerSpec, encode_long
+from lmforge.core.data.tokenizer import TokenizerSpec, document_separator, encode_long
 from lmforge.core.plugins import overrides
 
 if TYPE_CHECKING:
@@ -106,6 +106,8 @@ class TextData(BaseTextData):
             with lmforge.
         val: Validation files; when None, ``val_fraction`` of the training
             documents are held out.
+        test: Test files, read by ``lmforge test`` only; when None, ``test``
+            scores the validation split (and says so).
         val_fraction: Share of training documents held out when ``val`` is None.
         text_column: Column holding the text in ``jsonl``/``csv``/``parquet`` files.
         tokenizer: A local tokenizer (``path``) or how to train one (``train``).
@@ -138,6 +140,7 @@ class TextData(BaseTextData):
         self,
         train: str | list[str],
         val: str | list[str] | None = None,
+        test: str | list[str] | None = None,
         val_fraction: float = 0.05,
         text_column: str = "text",
         tokenizer: TokenizerSpec | None = None,
@@ -160,6 +163,7 @@ class TextData(BaseTextData):
             raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
         self.train_files = [train] if isinstance(train, str) else list(train)
         self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
+        self.test_files = [test] if isinstance(test, str) else (list(test) if test is not None else None)
         self.val_fraction = val_fraction
         self.text_column = text_column
         self.block_size = block_size
@@ -203,6 +207,9 @@ class TextData(BaseTextData):
         return self._loader(self.datasets["val"], _collate_batch, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        """The test split when ``data.test`` is given, else the validation split."""
+        if "test" in self.datasets:
+            return self._loader(self.datasets["test"], _collate_batch, shuffle=False)
         return self.val_dataloader()
 
     # -- building --------------------------------------------------------------------------------
@@ -224,6 +231,12 @@ class TextData(BaseTextData):
             if split == "train":
                 self.train_weights = self._sample_weights(docs, plugins)
             self.datasets[split] = self._layout(docs, split)
+        self._build_test(plugins)
+
+    def _build_test(self, plugins: list) -> None:
+        if self.reads_test_split():
+            test = self._apply_text_plugins(self._read(self.test_files, "data.test"), "test", plugins)
+            self.datasets["test"] = self._layout(test, "test")
 
     def _build_streaming(self) -> None:
         """The tokenizer and the validation split; the training split is read while training (`_stream_loader`)."""
@@ -240,6 +253,7 @@ class TextData(BaseTextData):
             self._tokenizer_sample(resolve_files(self.train_files, "data.train")))
         val = self._read(self.val_files, "data.val")
         self.datasets["val"] = self._layout(self._apply_text_plugins(val, "val", plugins), "val")
+        self._build_test(plugins)
 
     def _tokenizer_sample(self, files: list[Path]) -> datasets.Dataset:
         """The first ``streaming_tokenizer_documents`` training documents, which a tokenizer to train is trained
@@ -278,7 +292,7 @@ class TextData(BaseTextData):
         tokens = docs.map(
             _Tokenize(tokenizer, self.max_document_chars), batched=True, remove_columns=docs.column_names,
             new_fingerprint=fingerprint(docs._fingerprint, tokenizer.backend_tokenizer.to_str(), "tokenize",
-                                         self.max_document_chars),
+                                         self.max_document_chars, document_separator(tokenizer)),
             desc=f"Tokenizing ({split})",
         )
         column = tokens.data.column("input_ids")
@@ -286,8 +300,9 @@ class TextData(BaseTextData):
         flat = np.asarray(column.combine_chunks().flatten(), dtype=np.int64) if len(tokens) else np.zeros(0)
         blocks, _, dropped = pack_flat(flat, lengths, self.block_size)
         if len(blocks) == 0:
-            key = "data.train" if split == "train" or self.val_files is None else "data.val"
-            files = self.train_files if key == "data.train" else self.val_files
+            key = {"test": "data.test"}.get(split, "data.train" if split == "train" or self.val_files is None
+                                            else "data.val")
+            files = {"data.train": self.train_files, "data.val": self.val_files, "data.test": self.test_files}[key]
             raise ValueError(
                 f"{key}: the {split} split of {files} has {len(flat)} tokens, fewer than one block of "
                 f"data.block_size={self.block_size}. Add text or lower data.block_size."
@@ -301,11 +316,13 @@ class TextData(BaseTextData):
 
 class _Tokenize:
     """Batched tokenization (a class, not a closure, so ``datasets`` can pickle it); documents longer
-    than ``max_chars`` go through `encode_long`."""
+    than ``max_chars`` go through `encode_long`. Each document ends with `document_separator` (the
+    end-of-text token, for a tokenizer that does not frame documents itself)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_chars: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.max_chars = max_chars
+        self.separator = document_separator(tokenizer)
 
     def __call__(self, examples: dict[str, list]) -> dict[str, list]:
         texts = examples["text"]
@@ -317,6 +334,9 @@ class _Tokenize:
         ids = self.tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)["input_ids"]
         for i in long:
             ids[i] = encode_long(self.tokenizer, examples["text"][i], self.max_chars)
+        if self.separator:
+            ids = [np.append(row, self.separator) if isinstance(row, np.ndarray) else [*row, *self.separator]
+                   for row in ids]
         return {"input_ids": ids}
 
 

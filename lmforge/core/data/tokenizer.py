@@ -4,9 +4,12 @@ Training uses HF ``tokenizers`` and wraps the result as a
 ``transformers`` fast tokenizer, so the run directory's ``tokenizer/`` loads
 with ``AutoTokenizer.from_pretrained`` offline.
 
-- ``bpe``: byte-level BPE (GPT-2 style; no unknown tokens). Each document
-  ends with ``<|endoftext|>``; a text pair is ``A <|endoftext|> B
-  <|endoftext|>``. No ``token_type_ids`` (GPT-2 would embed them as tokens).
+- ``bpe``: byte-level BPE (GPT-2 style; no unknown tokens). Encoding a text
+  adds no special token, as GPT-2's own tokenizer, so a prompt given to
+  ``generate`` or ``pipeline("text-generation")`` is continued; packing puts
+  ``<|endoftext|>`` after each document itself (`document_separator`). A text
+  pair is ``A <|endoftext|> B``. No ``token_type_ids`` (GPT-2 would embed them
+  as tokens).
 - ``wordpiece``: lower-cased WordPiece (BERT style). Each document is
   ``[CLS] ... [SEP]``; a text pair is ``[CLS] A [SEP] B [SEP]`` with
   ``token_type_ids`` 0 then 1.
@@ -110,7 +113,7 @@ def train_tokenizer(texts: Iterable[str], training: TokenizerTraining, algorithm
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
         )
         eos = SPECIALS["bpe"]["eos_token"]
-        template, pair = f"$A {eos}", f"$A {eos} $B:1 {eos}:1"
+        template, pair = "$A", f"$A {eos} $B:1"
     else:
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -122,7 +125,7 @@ def train_tokenizer(texts: Iterable[str], training: TokenizerTraining, algorithm
         )
         template, pair = "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1"
     tok.train_from_iterator(texts, trainer=trainer, length=length)
-    template_specials = [(t, tok.token_to_id(t)) for t in specials if t in template]
+    template_specials = [(t, tok.token_to_id(t)) for t in specials if t in pair]
     tok.post_processor = processors.TemplateProcessing(single=template, pair=pair, special_tokens=template_specials)
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=MODEL_INPUTS[algorithm], **SPECIALS[algorithm])
 
@@ -148,10 +151,15 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+#: The layout of the tokenizers `train_tokenizer` makes; a cached tokenizer of another layout is not reused.
+#: 2: ``bpe`` adds no end-of-text token to a single text.
+TOKENIZER_FORMAT = 2
+
+
 def training_cache_key(training: TokenizerTraining, algorithm: str, data_fingerprint: str) -> str:
-    """A key for a trained tokenizer: its settings and the training data."""
-    payload = json.dumps({"training": asdict(training), "algorithm": algorithm, "data": data_fingerprint},
-                         sort_keys=True)
+    """A key for a trained tokenizer: its settings, the training data and `TOKENIZER_FORMAT`."""
+    payload = json.dumps({"training": asdict(training), "algorithm": algorithm, "data": data_fingerprint,
+                          "format": TOKENIZER_FORMAT}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -201,6 +209,33 @@ def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list
     if not inside:
         return [], []
     return ids[: inside[0]], ids[inside[-1] + 1:]
+
+
+def document_separator(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids packing puts after each document's tokens: the end-of-text token when the tokenizer adds no
+    special token of its own (GPT-2's, lmforge's ``bpe``), nothing when it frames documents itself
+    (``[CLS] ... [SEP]``), so that documents are always separated in packed blocks."""
+    prefix, suffix = special_affixes(tokenizer)
+    if prefix or suffix or tokenizer.eos_token_id is None:
+        return []
+    return [tokenizer.eos_token_id]
+
+
+def without_appended_eos(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """``tokenizer`` made to encode a prompt as itself: when it appends its end-of-text token to every text (as
+    lmforge's ``bpe`` tokenizers did before `TOKENIZER_FORMAT` 2, and as checkpoints of then still hold), a copy
+    that does not (a pair keeps the token between its texts); otherwise ``tokenizer`` itself."""
+    import copy
+
+    from tokenizers import processors
+
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    if eos is None or special_affixes(tokenizer) != ([], [eos_id]):
+        return tokenizer
+    fixed = copy.deepcopy(tokenizer)
+    fixed.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A", pair=f"$A {eos} $B:1", special_tokens=[(eos, eos_id)])
+    return fixed
 
 
 def encode_long(tokenizer: PreTrainedTokenizerBase, text: str, max_chars: int, group_chars: int = 1 << 20) -> np.ndarray:

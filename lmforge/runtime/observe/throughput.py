@@ -17,7 +17,7 @@ rolling window is full: ``train/device/items_per_sec`` (tokens/s),
 Lightning knows, i.e. not on CPU), totals over all devices without
 ``device/`` when there is more than one, and the running counts
 ``train/time``, ``train/samples``, ``train/lengths``, ``train/batches``.
-Tokens/s also goes to the progress bar as ``tok/s``.
+Tokens/s also goes to the progress bar as ``tokens/s`` (all devices together when there are several).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-PROGRESS_BAR_KEY = "tok/s"
+PROGRESS_BAR_KEY = "tokens/s"
 
 
 def batch_size(batch: dict[str, torch.Tensor]) -> int:
@@ -88,6 +88,13 @@ class TokenThroughput(ThroughputMonitor):
         super().__init__(batch_size_fn=batch_size, length_fn=batch_tokens, window_size=window_size)
         self.prog_bar = prog_bar
         self._flops: dict[tuple[int, ...], int | None] = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # Measured per batch shape when training (below); none in validation and testing, where ThroughputMonitor
+        # would otherwise warn that the module defines no `flops_per_batch`.
+        if not hasattr(pl_module, "flops_per_batch"):
+            pl_module.flops_per_batch = None
 
     @rank_zero_only
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:

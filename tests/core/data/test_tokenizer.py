@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
-from lmforge.core.data.tokenizer import TokenizerTraining, load_tokenizer, train_tokenizer
+from lmforge.core.data.tokenizer import (
+    TokenizerTraining,
+    document_separator,
+    load_tokenizer,
+    train_tokenizer,
+    without_appended_eos,
+)
 
 WORDS = "the cat sat on a mat and the dog ran to the park while birds sang in tall green trees".split()
 
@@ -28,13 +35,31 @@ def wordpiece():
     return train_tokenizer(_texts(), TokenizerTraining(vocab_size=120), "wordpiece")
 
 
-def test_bpe_ends_every_document_with_eos(bpe) -> None:
+def test_bpe_encodes_a_prompt_as_itself(bpe) -> None:
+    """No EOS appended (as GPT-2's tokenizer): a prompt given to generate/pipeline is continued, not ended."""
     assert bpe.eos_token == "<|endoftext|>"
     for text in _texts(20, seed=1):
         ids = bpe(text)["input_ids"]
-        assert ids[-1] == bpe.eos_token_id and bpe.eos_token_id not in ids[:-1]
-        assert bpe.decode(ids[:-1]) == text  # byte-level: the text comes back exactly
+        assert ids == bpe.convert_tokens_to_ids(bpe.tokenize(text)) and bpe.eos_token_id not in ids
+        assert bpe.decode(ids) == text  # byte-level: the text comes back exactly
+    assert bpe("a", "b")["input_ids"] == [*bpe("a")["input_ids"], bpe.eos_token_id, *bpe("b")["input_ids"]]
     assert len(bpe) == 300
+    assert document_separator(bpe) == [bpe.eos_token_id]  # packing ends each document with EOS itself
+
+
+def test_old_bpe_tokenizer_that_appends_eos_is_fixed_for_prompts(bpe) -> None:
+    from tokenizers import processors
+
+    old = copy.deepcopy(bpe)  # lmforge's bpe before tokenizer format 2: "$A <|endoftext|>"
+    eos = bpe.eos_token
+    old.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B:1 {eos}:1", special_tokens=[(eos, bpe.eos_token_id)])
+    assert old("the cat")["input_ids"][-1] == bpe.eos_token_id
+    assert document_separator(old) == []  # it closes documents itself: packing adds nothing
+    fixed = without_appended_eos(old)
+    assert fixed("the cat")["input_ids"] == bpe("the cat")["input_ids"]
+    assert old("the cat")["input_ids"][-1] == bpe.eos_token_id  # the original is left as it was
+    assert without_appended_eos(bpe) is bpe
 
 
 def test_wordpiece_wraps_every_document_in_cls_sep(wordpiece) -> None:
@@ -44,6 +69,7 @@ def test_wordpiece_wraps_every_document_in_cls_sep(wordpiece) -> None:
         assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
         assert "[CLS]" not in tokens[1:] and "[SEP]" not in tokens[:-1]
         assert wordpiece.decode(ids[1:-1]) == text  # lower-cased, nothing lost
+    assert document_separator(wordpiece) == []  # [CLS] ... [SEP] already separates packed documents
     assert wordpiece.mask_token == "[MASK]" and wordpiece.pad_token == "[PAD]"
     assert wordpiece.convert_ids_to_tokens(wordpiece("zebra")["input_ids"])[1] != "zebra"  # unseen: pieces or [UNK]
 
