@@ -43,11 +43,12 @@ def write_instructions(directory: Path, n_train: int = 48, n_val: int = 8) -> di
     return paths
 
 
-def make_base(directory: Path, arch: str, seed: int = 0) -> Path:
-    """A tiny causal LM saved as a local HF directory with its tokenizer (trained on the bundled instructions)."""
+def make_base(directory: Path, arch: str, seed: int = 0, **config: Any) -> Path:
+    """A tiny causal LM saved as a local HF directory with its tokenizer (trained on the bundled instructions);
+    ``config`` sets more of its HF config."""
     texts = [m["content"] for row in bundled_rows("train", 400) for m in row["messages"]]
     tokenizer = train_tokenizer(texts, TokenizerTraining(vocab_size=400), "bpe")
-    settings = dict(ARCHS[arch])
+    settings = {**ARCHS[arch], **config}
     config = AutoConfig.for_model(settings.pop("model_type"), **settings, vocab_size=len(tokenizer),
                                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=tokenizer.pad_token_id)
