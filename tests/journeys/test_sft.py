@@ -2,7 +2,7 @@
 
     lmforge export <quickstart run>/checkpoints/last.ckpt models/sft-base       (the pre-trained model)
     lmforge fit --config sft-lora ...                                          (LoRA adapters, 6 steps)
-    lmforge fit --config sft-lora ... --trainer.max_steps 8 --ckpt_path runs/sft-lora/version_0/checkpoints/last.ckpt
+    lmforge fit --config sft-lora ... --trainer.max_steps 9 --ckpt_path last          (continues version_0)
     lmforge export runs/sft-lora/version_0/checkpoints/last.ckpt sft-model                  (merged)
     lmforge export runs/sft-lora/version_0/checkpoints/last.ckpt sft-adapter --adapter-only (a peft adapter)
     transformers / peft load both; lmforge generate sft-model --prompt ...
@@ -23,7 +23,7 @@ from journey_kit import (QUICK_LIMIT, STEPS, WARMUP, Journeys, Result, bundled_j
 
 #: sft-lora shortened: the quickstart model of the journeys has 64 positions.
 FIT = ["fit", "--config", "sft-lora", *STEPS, *WARMUP, "--data.init_args.max_length", "64"]
-RESUMED_STEPS = 8
+RESUMED_STEPS = 9  # a validation every 3 steps
 PROMPTS = ["What is 3 plus 4?", "Uppercase: tea"]
 
 
@@ -55,7 +55,7 @@ def fitted(base: Path, journeys: Journeys, workdir: Path, run_dir: Path) -> tupl
 @pytest.fixture(scope="module")
 def resumed(fitted, journeys: Journeys, workdir: Path, run_dir: Path) -> Result:
     fitted[0].expect_ok()
-    args = [*FIT, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    args = [*FIT, "--ckpt_path", "last"]
     args[args.index("--trainer.max_steps") + 1] = str(RESUMED_STEPS)
     return journeys.lmforge(args, workdir)
 
@@ -85,14 +85,17 @@ def test_sft_lora_trains_the_adapters_and_scores_answers(fitted, base: Path, run
     assert all(finite(value) for _, value in metric_values(rows, "val/loss"))
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert samples and {"instruction", "reference", "response", "exact_match"} <= set(samples[0])
-    # The checkpoint holds the adapters only: a small fraction of the base model's weights.
+    # The checkpoint holds the adapters only (r=16 on every linear layer of a 1-layer, 32-wide model: about a
+    # quarter of its weights).
     assert checkpoint["state_dict"] and all(".lora_" in key for key in checkpoint["state_dict"])
     adapter_bytes = sum(v.numel() * v.element_size() for v in checkpoint["state_dict"].values())
-    assert adapter_bytes < (base / "model.safetensors").stat().st_size / 4
+    assert adapter_bytes < (base / "model.safetensors").stat().st_size / 2
 
 
 @pytest.mark.slow
 def test_resuming_continues_the_same_run_from_its_step(resumed: Result, run_dir: Path) -> None:
+    resumed.expect_ok()
+    assert not (run_dir.parent / "version_1").exists()
     rows = read_metrics(run_dir)
     assert [step for step, _ in metric_values(rows, "val/exact_match")] == [2, 5, RESUMED_STEPS - 1]
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
