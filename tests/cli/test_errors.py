@@ -93,7 +93,9 @@ def test_bad_data_found_while_reading_is_a_user_error(tmp_path) -> None:
 
 def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("LMFORGE_DEBUG", raising=False)
+    # setenv records the variable, so that what main() sets for the run's processes is undone afterwards
+    # (delenv of an absent variable records nothing).
+    monkeypatch.setenv("LMFORGE_DEBUG", "0")
     with pytest.raises(ValueError, match="data.train: file not found"):
         main(["fit", "--config", "quickstart", *SMALL, "--data.init_args.train", "missing.txt", "--debug"])
 

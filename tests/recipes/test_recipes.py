@@ -108,7 +108,8 @@ def test_quickstart_fit_validate_and_export(tmp_path: Path, monkeypatch: pytest.
     ckpt = run / "checkpoints" / "last.ckpt"
 
     assert main(["validate", "--config", "quickstart", *FAST, "--ckpt_path", str(ckpt)]) == 0
-    val_run = tmp_path / "runs" / "quickstart" / "version_1"
+    val_run = run / "validate"  # beside the checkpoint's run, not a new version_N
+    assert not (tmp_path / "runs" / "quickstart" / "version_1").exists()
     assert last_value(read_metrics(val_run), "val/loss") == pytest.approx(fit_val_loss, rel=1e-6)
 
     assert main(["export", str(ckpt), str(tmp_path / "hf")]) == 0
