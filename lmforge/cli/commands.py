@@ -81,7 +81,9 @@ def export(argv: list[str]) -> int:
         prog="lmforge export", description="Write a checkpoint as a Hugging Face model directory (safetensors)."
     )
     parser.add_argument("ckpt", help="an lmforge checkpoint (.ckpt)")
-    parser.add_argument("dir", help="output directory")
+    parser.add_argument("dir", help="output directory: new or empty (see --force)")
+    parser.add_argument("--force", action="store_true",
+                        help="export into a non-empty directory, replacing the files an export writes")
     parser.add_argument("--adapter-only", action="store_true",
                         help="a LoRA checkpoint: write its adapters as a peft adapter directory instead of the "
                              "merged model")
@@ -91,8 +93,8 @@ def export(argv: list[str]) -> int:
     from lmforge.cli.export import export_checkpoint
 
     try:
-        out = export_checkpoint(args.ckpt, args.dir, adapter_only=args.adapter_only, base=args.base)
-    except (FileNotFoundError, ValueError) as exc:
+        out = export_checkpoint(args.ckpt, args.dir, force=args.force, adapter_only=args.adapter_only, base=args.base)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"lmforge export: {exc}", file=sys.stderr)
         return 1
     print(f"exported {args.ckpt} to {out}")
@@ -208,7 +210,7 @@ def predict(argv: list[str]) -> int:
     try:
         n = predict_file(args.model, args.input, args.output, args.text_column, args.text_pair_column,
                          args.batch_size, args.max_length, args.device)
-    except (FileNotFoundError, ValueError, DataFileError) as exc:
+    except (FileNotFoundError, ValueError, DataFileError, RuntimeError) as exc:
         print(f"lmforge predict: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {n} predictions to {args.output}")

@@ -26,7 +26,7 @@ from importlib import metadata
 from typing import Any
 
 from lmforge import __version__
-from lmforge.cli import commands
+from lmforge.cli import commands, recipe_limits, trust
 from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS, TOOLS, TOOLS_HELP, TRAINING_HELP
 from lmforge.cli.errors import DEBUG_ENV, PREEMPTED, USER_ERROR
 from lmforge.cli.recipes import resolve_recipe
@@ -61,9 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lmforge {__version__}")
         return 0
     allow_outside = ALLOW_FLAG in argv  # a command-line flag only: a recipe cannot grant itself this
-    argv = [a for a in argv if a != ALLOW_FLAG]
+    if trust.SAFE_FLAG in argv:  # through the environment, so that the processes of a DDP run inherit it
+        os.environ[trust.SAFE_ENV] = "1"
+    argv = [a for a in argv if a not in (ALLOW_FLAG, trust.SAFE_FLAG)]
     try:
         argv = resolve_config_args(argv)
+        recipe_limits.check_config_files(argv)  # an alias bomb is refused before anything reads it
+        if trust.safe_mode():  # before Lightning parses the recipe, and so imports what it names
+            trust.check_recipe_texts(argv)
     except ValueError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return USER_ERROR
@@ -86,9 +91,13 @@ def top_level_help() -> str:
     lines += ["", "options for every command:",
               "  --plugins A,B              load only the built-in plugins and the installed ones named",
               f"  {'--allow_outside_run_dir':<25}  let a recipe write outside the working directory",
+              f"  {trust.SAFE_FLAG:<25}  safe mode: the recipe may name only lmforge's, its plugins', torch.optim's",
+              f"  {'':<25}  and Lightning's classes (more with {trust.TRUSTED_ENV}; docs/reliability.md)",
               "  --debug                    show the traceback of an error (or LMFORGE_DEBUG=1)",
               "  -V, --version              print the version", "  -h, --help                 this help",
               "", "RECIPE is a bundled recipe's name (`lmforge recipes`) or a YAML file; several --config compose.",
+              "A recipe is code, like a Python script: it can name any importable class or function (a LambdaLR's",
+              "lr_lambda, a callback) and lmforge runs it. Run recipes you trust, or use --safe.",
               "", "exit codes: 0 done; 1 failed; 2 a user error (recipe, data file, checkpoint), said first and alone;",
               f"  {PREEMPTED} preempted: SIGTERM saved last.ckpt, requeue the job with the same command plus "
               "--ckpt_path last"]

@@ -7,6 +7,8 @@ with a ``prediction`` and its ``scores``:
 - single-label: ``prediction`` is a label name, ``scores`` the probability of each label;
 - multi-label: ``prediction`` is the list of labels with probability >= 0.5, ``scores`` as above;
 - regression: ``prediction`` is the number (no ``scores``);
+- a ``txt`` input: each row holds its ``line`` number (blank lines are not predicted, so rows and lines
+  differ; the number matches them back);
 - tagging: ``prediction`` is one tag per word, ``scores`` the probability of each word's tag. The
   words are the input's word list, or its text split at whitespace (then written as ``words``).
   Words cut off by ``max_length`` get the tag None.
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,14 @@ from transformers import (
 
 from lmforge.core.backbone import max_positions
 from lmforge.core.checkpoint import CKPT_KEY, load_checkpoint, model_from_checkpoint
-from lmforge.core.data.files import BUILDERS, default_cache_dir, documents_dataset, read_rows, resolve_files
+from lmforge.core.data.files import (
+    BUILDERS,
+    DataFileError,
+    default_cache_dir,
+    read_rows,
+    resolve_files,
+    utf8_problem,
+)
 from lmforge.core.data.tokenizer import tokenizer_from_json
 
 log = logging.getLogger(__name__)
@@ -135,28 +146,78 @@ def _tag(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: list
 
 
 def read_input(path: str, text_column: str, text_pair_column: str | None) -> list[dict[str, Any]]:
-    """Rows of a ``txt`` (one text per line), ``jsonl``, ``csv`` or ``parquet`` file."""
+    """Rows of a ``txt`` (one text per non-blank line, with its ``line`` number), ``jsonl``, ``csv`` or ``parquet``
+    file."""
     files = resolve_files([path], "--input")
     cache = str(default_cache_dir() / "datasets")
     if BUILDERS[files[0].suffix.lower()] == "text":
-        return documents_dataset(files, "text", "--input", cache).to_list()
+        return read_lines(files[0])
     columns = {text_column: "--text-column"}
     if text_pair_column:
         columns[text_pair_column] = "--text-pair-column"
     return read_rows(files, columns, "--input", cache).to_list()
 
 
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """``{"text": ..., "line": N}`` for each non-blank line of a text file (N counts every line from 1), so that a
+    prediction can be matched back to its line; blank lines get none."""
+    problem = utf8_problem(path)
+    if problem:
+        raise DataFileError(f"--input: {problem}")
+    rows = []
+    with path.open(encoding="utf-8-sig", newline="") as f:  # a BOM is the encoding's mark, not text
+        for number, line in enumerate(f, start=1):
+            text = line.rstrip("\r\n")
+            if "\0" in text:
+                raise DataFileError(f"--input: {path}, line {number}: holds a NUL character (U+0000); fix the line.")
+            if text.strip():
+                rows.append({"text": text, "line": number})
+    if not rows:
+        raise DataFileError(f"--input: {path} holds no non-blank line.")
+    return rows
+
+
+def check_paths(input_path: str, output_path: str, batch_size: int, max_length: int | None) -> None:
+    """Refuse what would destroy the input or write nothing: an output that is the input, a directory, a batch size
+    or length below 1."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}.")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"--max-length must be at least 1, got {max_length}.")
+    source, target = Path(input_path), Path(output_path)
+    same = target.exists() and source.exists() and os.path.samefile(source, target)
+    if same or source.resolve() == target.resolve():
+        raise ValueError(f"--output {output_path} is the input file; writing the predictions there would replace "
+                         "the input. Give another --output.")
+    if target.is_dir():
+        raise ValueError(f"--output {output_path} is a directory; give a file name (predictions.jsonl).")
+
+
 def predict_file(model_path: str, input_path: str, output_path: str, text_column: str = "text",
                  text_pair_column: str | None = None, batch_size: int = 32, max_length: int | None = None,
                  device: str | None = None) -> int:
-    """Write the predictions for ``input_path`` to ``output_path`` (jsonl); returns the number of rows."""
+    """Write the predictions for ``input_path`` to ``output_path`` (jsonl); returns the number of rows.
+
+    The output is written to a temporary file beside it and renamed when complete: an interrupted run leaves an
+    earlier output as it was. An output that is the input, a batch size below 1 and the like are refused
+    (`check_paths`).
+    """
+    check_paths(input_path, output_path, batch_size, max_length)
     model, tokenizer = load_classifier(model_path)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = read_input(input_path, text_column, text_pair_column)
     predictions = predict_rows(model, tokenizer, rows, text_column, text_pair_column, batch_size, max_length)
+    if len(predictions) != len(rows):
+        raise RuntimeError(f"predicted {len(predictions)} rows of {len(rows)}; nothing was written.")
     output = Path(output_path)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", encoding="utf-8") as f:
-        for row in predictions:
-            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in predictions:
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        os.replace(temporary, output)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return len(predictions)

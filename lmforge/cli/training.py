@@ -33,6 +33,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSched
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim import Optimizer
 
+from lmforge.cli import recipe_limits, run_guards, trust
 from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS
 from lmforge.cli.errors import PREEMPTED, USER_ERROR, classify, debug_enabled
 from lmforge.core.checkpoint import unsafe_checkpoint_message
@@ -42,7 +43,7 @@ from lmforge.core.hooks import RECIPE_KEYS
 from lmforge.core.module import LanguageModel
 from lmforge.core.plugin_checks import PluginCompatibilityError
 from lmforge.core.registry import registry, unknown_plugin_message
-from lmforge.runtime import run_dirs, run_paths
+from lmforge.runtime import run_dirs, run_paths, run_versions
 from lmforge.runtime.allocator import tune_malloc
 from lmforge.runtime.checkpoint_io import AtomicCheckpointIO
 from lmforge.runtime.console import progress_bar, quiet_resume_noise, quiet_third_party_noise
@@ -55,10 +56,17 @@ from lmforge.runtime.preemption import SaveOnPreemption
 def run_training(argv: list[str], allow_outside_run_dir: bool = False) -> int:
     """Run a LightningCLI subcommand (``sys.argv`` holds it); the exit code."""
     tune_malloc()  # before the first step's buffers: see lmforge/runtime/allocator.py
+    ignore_file_size_signal()
     subcommand = argv[0] if argv and argv[0] in LIGHTNING_SUBCOMMANDS else None
     quiet_third_party_noise(subcommand)
     try:
-        cli = run_cli(allow_outside_run_dir=allow_outside_run_dir)
+        try:
+            cli = run_cli(allow_outside_run_dir=allow_outside_run_dir)
+        except BaseException:
+            run_versions.release_unused()  # a version claimed for a run that never wrote to it is given back
+            raise
+        finally:
+            run_versions.forget_claims()
     except SIGTERMException:  # preempted: SaveOnPreemption saved last.ckpt; tell the scheduler to requeue
         release_process_group(wait_for_others=False)
         return PREEMPTED
@@ -82,6 +90,16 @@ def run_training(argv: list[str], allow_outside_run_dir: bool = False) -> int:
     return 0
 
 
+def ignore_file_size_signal() -> None:
+    """Let a write beyond the file-size limit (``ulimit -f``) fail with EFBIG, which the checkpoint writer explains,
+    instead of SIGXFSZ killing the process without a word."""
+    import signal
+
+    if hasattr(signal, "SIGXFSZ"):
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
 def say(message: str) -> None:
     """``lmforge: <message>`` on stderr, from the first process of a distributed run only."""
     if all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK")):
@@ -118,6 +136,7 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
     (`lmforge.runtime.run_paths`; ``--allow_outside_run_dir`` on the command line).
     """
     plugins = registry()  # import every plugin class so short names resolve
+    recipe_limits.install()  # every YAML the parser loads is bounded before it is built (alias bombs)
     # Noise that users cannot act on: jsonargparse's note that tuple defaults (AdamW's betas) dump as lists.
     warnings.filterwarnings("ignore", message=r"\s*Dump of a value that does not round-trip")
 
@@ -158,6 +177,7 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
                     if debug_enabled():
                         raise
                     self.parser.error(str(exc))
+            run_guards.warn_untrained(self.subcommand, self.config[self.subcommand])
             # A run restored from a checkpoint must tokenize exactly as it was trained.
             ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
             if ckpt_path and hasattr(self.datamodule, "checkpoint_path"):
@@ -167,9 +187,24 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
 
         _resumed_step: int | None = None
 
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI's, through lmforge's loader: the digest is checked, the model must be the recipe's kind
+            # (run_guards), and the tensors are only mapped (Lightning reads the whole file for its hparams).
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if not ckpt_path or not Path(ckpt_path).is_file():
+                return
+            checkpoint = run_guards.checkpoint_for_recipe(ckpt_path, self.config[subcommand])
+            hparams = dict(checkpoint.get("hyper_parameters") or {})
+            hparams.pop("_instantiator", None)
+            if not hparams:
+                return
+            if "_class_path" in hparams:
+                hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
-            self._check_write_paths(config)
             if config.get("weights_only", False) is None:
                 # Resuming, validating or testing from a checkpoint unpickles tensors and plain types only;
                 # an lmforge checkpoint needs no more (tests/reliability/test_untrusted_files.py).
@@ -177,10 +212,22 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
             self._check_ckpt_path(config)
             # Logger names, W&B tags and the resumed W&B run id come from the recipe and the checkpoint.
             prepare_loggers(config, self.subcommand)
+            if trust.safe_mode():
+                try:
+                    trust.check_parsed(config.as_dict() if hasattr(config, "as_dict") else config)
+                except trust.UntrustedRecipe as exc:
+                    self.parser.error(str(exc))
+            placed = False  # the loggers were pointed at an existing run's directory: resumed, or evaluating it
             if self.subcommand == "fit" and config.get("ckpt_path") == "last":
-                self._resume_newest_run(config)
+                placed = self._resume_newest_run(config)
             elif self.subcommand in ("validate", "test"):
                 self._place_evaluation(config)
+                placed = True
+            self._check_write_paths(config)  # after the names are filled: they are joined onto save_dir
+            if not placed:
+                # Each logger's version directory is claimed now (mkdir, atomically), so concurrent runs never
+                # share one.
+                run_versions.claim_versions(config, self.subcommand)
 
         def _check_ckpt_path(self, config: Any) -> None:
             ckpt_path = config.get("ckpt_path")
@@ -188,22 +235,25 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
                 self.parser.error(f"--ckpt_path {ckpt_path}: no such checkpoint. Give a checkpoint file (e.g. "
                                   "runs/<name>/version_N/checkpoints/last.ckpt), or `--ckpt_path last` with fit.")
 
-        def _resume_newest_run(self, config: Any) -> None:
+        def _resume_newest_run(self, config: Any) -> bool:
+            """Point ``--ckpt_path last`` and the loggers at the newest run with a last checkpoint; whether one was
+            found (else a new run starts)."""
             roots = run_dirs.searched_roots(config)
             if not roots:  # no logger writes run directories: Lightning looks in ModelCheckpoint's dirpath
-                return
+                return False
             resumed = run_dirs.resume_newest_run(config)
             if resumed is None:
                 config["ckpt_path"] = None
                 where = " or ".join(f"{root}/version_*/checkpoints/last.ckpt" for root in roots)
                 say(f"--ckpt_path last: no earlier run has a last checkpoint ({where}); starting a new run.")
-                return
+                return False
             # The checkpoint is read again, with the W&B run id, now that ckpt_path names it.
             prepare_loggers(config, self.subcommand)
             quiet_resume_noise()
             self._resumed_step = resumed.step
             at = f" at step {resumed.step}" if resumed.step is not None else ""
             say(f"resuming {resumed.checkpoint}{at}; the run continues in {resumed.run_dir}")
+            return True
 
         def _place_evaluation(self, config: Any) -> None:
             ckpt_path = config.get("ckpt_path")
@@ -249,9 +299,14 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
                 self.datamodule.check_files()
             recipe_callbacks = [id(c) for c in self._recipe_callbacks()]
             trainer = super().instantiate_trainer(**kwargs)
-            # Checkpoints are written atomically, and a full disk is explained (lmforge.runtime.checkpoint_io).
+            outside_ok = allow_outside_run_dir or run_paths.outside_allowed()
+            if not outside_ok:  # every path the built loggers and callbacks will write, joined and resolved
+                outside = run_paths.trainer_outside_writes(trainer, Path.cwd())
+                if outside:
+                    raise ValueError(run_paths.outside_writes_message(outside, Path.cwd()))
+            # Checkpoints are written atomically with a digest, and a full disk is explained (runtime.checkpoint_io).
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the recipe chose
-                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO(write_root=None if outside_ok else Path.cwd())
             self._use_lmforge_progress_bar(trainer, recipe_callbacks)
             if self.subcommand in ("validate", "test"):
                 run_dirs.continue_csv_logs(trainer.loggers)  # each evaluation adds its rows
@@ -291,12 +346,19 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
             "default_config_files": [],
             "allow_abbrev": False,  # `--trainer.max_step` must not pass for `--trainer.max_steps`
             "description": "Train language models with plugins. Other commands: recipes, plugins, export, "
-                           "plot, predict MODEL --input FILE --output FILE.",
-            **{cmd: {"default_config_files": [], "allow_abbrev": False} for cmd in LIGHTNING_SUBCOMMANDS},
+                           "plot, predict MODEL --input FILE --output FILE. " + RECIPE_IS_CODE,
+            **{cmd: {"default_config_files": [], "allow_abbrev": False,
+                     "description": f"lmforge {cmd}. {RECIPE_IS_CODE}"} for cmd in LIGHTNING_SUBCOMMANDS},
         },
         args=args,
         run=run,
     )
+
+
+#: Said by ``--help``: what running a recipe means.
+RECIPE_IS_CODE = ("A recipe is code, like a Python script: it can name any importable class or function (a "
+                  "LambdaLR's lr_lambda, a callback), and lmforge runs it. Run recipes you trust, or add --safe to "
+                  "accept only lmforge's, its plugins', torch.optim's and Lightning's classes (docs/reliability.md).")
 
 
 def recipe_keys(parser: Any) -> list[str]:

@@ -20,7 +20,9 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrain
 
 from lmforge.core.checkpoint import (
     CKPT_KEY,
+    LM_AUTO_MODELS,
     backbone_state_dict,
+    check_checkpoint_fits,
     check_vocabulary,
     checkpoint_config,
     load_checkpoint,
@@ -228,6 +230,7 @@ def build_backbone(spec: Backbone, auto_model: str, config: PretrainedConfig) ->
     if spec.init_from is not None:
         _copy_teacher_weights(spec, auto_model, model)
     if spec.checkpoint is not None:
+        check_start_checkpoint(spec, auto_model)
         _log_report(load_base_weights(model, spec.checkpoint), spec.checkpoint)
     freeze(model, spec.freeze_embeddings, spec.freeze_layers)
     if spec.lora is not None:
@@ -347,6 +350,25 @@ def _checkpoint_config(spec: Backbone, tokenizer: PreTrainedTokenizerBase) -> Pr
             "tokenizer/ directory (runs/<name>/version_N/tokenizer)."
         )
     return _saved_config(spec, checkpoint_config(checkpoint))
+
+
+def check_start_checkpoint(spec: Backbone, auto_model: str) -> None:
+    """Refuse ``model.backbone.checkpoint`` when its language-modelling task is not the objective's.
+
+    A masked LM's encoder (BERT) started as a causal LM would be run as a decoder (``BertLMHeadModel``), and a
+    causal LM's as a masked LM the other way round: neither is what the checkpoint learned. A checkpoint of
+    either starts a classifier or tagger (a new head), which is what ``checkpoint`` is for.
+    """
+    if spec.checkpoint is None or auto_model not in LM_AUTO_MODELS or not Path(spec.checkpoint).is_file():
+        return
+    saved = load_checkpoint(spec.checkpoint, mmap=True, key="model.backbone.checkpoint")[CKPT_KEY]
+    if saved.get("auto_model") in LM_AUTO_MODELS:
+        check_checkpoint_fits(
+            saved, auto_model, None, "model.objective",
+            prefix=f"model.backbone.checkpoint: {spec.checkpoint}: ",
+            fix="A language model continues only with the objective it was trained with; use a checkpoint of "
+                "this objective, or train one.",
+        )
 
 
 def load_base_weights(model: PreTrainedModel, checkpoint_path: str | Path) -> LoadReport:

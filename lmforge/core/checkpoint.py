@@ -17,15 +17,30 @@ A distiller loads its teacher with `load_trained`, and ``Backbone.init_from``
 builds a student from a teacher's layers. ``key`` is the recipe key that named
 the path; every error names it.
 
+**Integrity.** A checkpoint written by lmforge has its sha256 beside it, in
+``<file>.sha256`` (`DIGEST_SUFFIX`, the format of ``sha256sum``, so
+``sha256sum -c last.ckpt.sha256`` checks it too). Every load checks it first
+(`verify_checkpoint`): a file whose bytes changed after it was written (flipped,
+truncated, overwritten) is refused as corrupt (`CorruptCheckpointError`), never
+read. A checkpoint without a digest (written before lmforge 0.2, or by another
+tool) still loads, with a note, after the CRC-32 of every member of its zip
+archive is checked (which catches truncation and most damage). A file that is
+not a checkpoint at all (random bytes) is called that, and one that holds
+pickled objects other than tensors and plain values is refused as unsafe
+(`UnsafeCheckpointError`).
+
 This module is a leaf: it imports nothing else from lmforge.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +56,167 @@ BACKBONE_PREFIX = "backbone."
 LORA_KEY = "lora"
 #: Suffixes of the files whose contents `weights_fingerprint` hashes.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+#: The digest of ``last.ckpt`` is in ``last.ckpt.sha256``, one ``<sha256>  <file name>`` line (sha256sum's format).
+DIGEST_SUFFIX = ".sha256"
+
+log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """Load a Lightning checkpoint without unpickling arbitrary objects.
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message starts with the file (callers put the key in front)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint whose bytes are not those that were written: flipped, truncated, or not a checkpoint at all."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that holds pickled objects other than tensors and plain values (they could run code)."""
+
+
+def load_checkpoint(path: str | Path, mmap: bool = False, key: str = "") -> dict[str, Any]:
+    """Load a Lightning checkpoint without unpickling arbitrary objects, after checking its integrity.
 
     Args:
         mmap: Map the tensors from the file instead of reading them (cheap when
             only the ``lmforge`` section is needed).
+        key: What named the file (``"--ckpt_path"``, a recipe key), put in front of every error.
     """
     path = Path(path)
+    prefix = f"{key}: " if key and not key.startswith("-") else (f"{key} " if key else "")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(unsafe_checkpoint_message(path, exc)) from None
-    if CKPT_KEY not in checkpoint:
-        raise ValueError(f"{path} is not an lmforge checkpoint (it has no {CKPT_KEY!r} section).")
+        raise FileNotFoundError(f"{prefix}checkpoint not found: {path}")
+    verify_checkpoint(path, key)
+    checkpoint = torch_load(path, mmap=mmap, key=key)
+    if not isinstance(checkpoint, dict) or CKPT_KEY not in checkpoint:
+        raise CheckpointError(f"{prefix}{path} is not an lmforge checkpoint (it has no {CKPT_KEY!r} section).")
     return checkpoint
+
+
+def torch_load(path: str | Path, mmap: bool = False, key: str = "", map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with its failures named: unsafe content, or a damaged file."""
+    prefix = f"{key}: " if key and not key.startswith("-") else (f"{key} " if key else "")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if _unsupported_global(exc):
+            raise UnsafeCheckpointError(prefix + unsafe_checkpoint_message(path, exc)) from None
+        raise CorruptCheckpointError(prefix + _damaged_message(path, exc)) from None
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CorruptCheckpointError(prefix + _damaged_message(path, exc)) from None
+
+
+def _unsupported_global(exc: Exception) -> bool:
+    return "Unsupported global" in str(exc) or "unsupported global" in str(exc).lower()
+
+
+def _damaged_message(path: str | Path, exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"{path} is not a readable checkpoint: it is truncated, damaged, or not a checkpoint at all "
+            f"(torch.load: {reason}). {_other_checkpoints(path)}")
+
+
+def _other_checkpoints(path: str | Path) -> str:
+    path = Path(path)
+    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p.name != path.name) if path.parent.is_dir() else []
+    return (f"Use another checkpoint ({', '.join(others)} in {path.parent})." if others
+            else "Use another checkpoint, or train again.")
+
+
+# -- integrity: a digest beside each checkpoint ------------------------------------------------------
+
+
+def digest_path(path: str | Path) -> Path:
+    """Where the digest of the checkpoint at ``path`` is kept (beside the file a symlink points to)."""
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    return target.with_name(target.name + DIGEST_SUFFIX)
+
+
+def digest_lines(name: str, digests: list[str]) -> str:
+    """The text of a digest file that accepts each of ``digests`` for the file ``name``."""
+    return "".join(f"{d}  {name}\n" for d in dict.fromkeys(digests))
+
+
+def recorded_digests(path: str | Path) -> list[str] | None:
+    """The sha256 digests recorded for ``path`` (usually one), or None when it has no digest file."""
+    sidecar = digest_path(path)
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    name = sidecar.name[: -len(DIGEST_SUFFIX)]
+    found = [m.group(1).lower() for m in re.finditer(r"^([0-9a-fA-F]{64}) [ *](.+)$", text, flags=re.M)
+             if m.group(2).strip() == name]
+    return found
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
+    """The sha256 of a file's bytes (about 1.6 s per GB on these machines)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: Files already verified in this process, by identity, size and change time: a run loads one checkpoint
+#: several times (its tokenizer, its config, its weights), and a large one costs seconds to hash.
+_VERIFIED: set[tuple[str, int, int, int, int]] = set()
+_NOTED: set[str] = set()
+
+
+def verify_checkpoint(path: str | Path, key: str = "") -> None:
+    """Refuse a checkpoint whose bytes differ from those written (see the module docstring).
+
+    Raises:
+        CorruptCheckpointError: The file's sha256 is not the recorded one; or, without a digest, its zip
+            archive is truncated or a member fails its CRC-32 check.
+    """
+    path = Path(path)
+    stat = os.stat(path)
+    identity = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if identity in _VERIFIED:
+        return
+    prefix = f"{key}: " if key and not key.startswith("-") else (f"{key} " if key else "")
+    recorded = recorded_digests(path)
+    if recorded is not None:
+        actual = file_digest(path)
+        if actual not in recorded:
+            raise CorruptCheckpointError(
+                f"{prefix}{path} is corrupt: its sha256 is {actual[:16]}..., not the {recorded[0][:16] if recorded else '?'}"
+                f"... recorded in {digest_path(path).name} when it was written, so its bytes changed since (a disk "
+                f"or copy error, a truncated transfer, an edit). It was not loaded. {_other_checkpoints(path)}"
+            )
+    else:
+        _check_zip(path, prefix)
+        if str(path) not in _NOTED:
+            _NOTED.add(str(path))
+            log.warning("%s%s has no digest file (%s): it was written before lmforge 0.2 or by another tool, so only "
+                        "its zip checksums were checked.", prefix, path, digest_path(path).name)
+    _VERIFIED.add(identity)
+
+
+def _check_zip(path: Path, prefix: str) -> None:
+    """Without a recorded digest: the zip archive torch.save writes must be whole and pass its CRC-32 checks."""
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise CorruptCheckpointError(
+            f"{prefix}{path} is not a readable checkpoint: it is not the zip archive torch.save writes, so it is "
+            f"truncated (the archive's directory at its end is missing) or not a checkpoint at all. It was not "
+            f"loaded. {_other_checkpoints(path)}"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CorruptCheckpointError(f"{prefix}{_damaged_message(path, exc)}") from None
+    if bad is not None:
+        raise CorruptCheckpointError(
+            f"{prefix}{path} is corrupt: its member {bad} fails its CRC-32 check, so its bytes changed after it was "
+            f"written. It was not loaded. {_other_checkpoints(path)}"
+        )
 
 
 def unsafe_checkpoint_message(path: str | Path, exc: Exception) -> str:
@@ -220,7 +377,7 @@ def trained_config(path: str | Path, key: str, hint: str = "") -> PretrainedConf
     found = existing(path, key, hint)
     if found.is_dir():
         return AutoConfig.from_pretrained(str(found), local_files_only=True)
-    return checkpoint_config(load_checkpoint(found, mmap=True))
+    return checkpoint_config(load_checkpoint(found, mmap=True, key=key))
 
 
 def load_trained(path: str | Path, auto_model: str, key: str, dtype: torch.dtype | None = None,
@@ -235,7 +392,7 @@ def load_trained(path: str | Path, auto_model: str, key: str, dtype: torch.dtype
     found = existing(path, key, hint)
     if found.is_dir():
         return getattr(transformers, auto_model).from_pretrained(str(found), local_files_only=True, dtype=dtype)
-    checkpoint = load_checkpoint(found)
+    checkpoint = load_checkpoint(found, key=key)
     saved = checkpoint[CKPT_KEY]["auto_model"]
     if saved != auto_model:
         raise ValueError(
@@ -256,7 +413,7 @@ def trained_vocabulary(path: str | Path, key: str) -> dict[str, int] | None:
             return None
     from tokenizers import Tokenizer
 
-    saved = load_checkpoint(found, mmap=True)[CKPT_KEY]["tokenizer"]
+    saved = load_checkpoint(found, mmap=True, key=key)[CKPT_KEY]["tokenizer"]
     return Tokenizer.from_str(saved).get_vocab(with_added_tokens=True)
 
 
@@ -280,3 +437,37 @@ def check_vocabulary(path: str | Path, tokenizer: PreTrainedTokenizerBase, key: 
         f"vocabulary ({detail}). Set data.init_args.tokenizer.path to the teacher's tokenizer: the model directory "
         "itself, or runs/<name>/version_N/tokenizer for an lmforge run."
     )
+
+
+# -- a checkpoint for this recipe -------------------------------------------------------------------
+
+#: Auto classes of language-modelling heads: a checkpoint of one cannot start or continue the other.
+LM_AUTO_MODELS = ("AutoModelForCausalLM", "AutoModelForMaskedLM")
+
+
+def describe_saved(saved: dict[str, Any]) -> str:
+    """``"a bert AutoModelForMaskedLM"``: what the ``lmforge`` section of a checkpoint holds."""
+    model_type = (saved.get("config") or {}).get("model_type", "?")
+    return ("an " if model_type[:1].lower() in "aeiou" else "a ") + f"{model_type} {saved.get('auto_model', '?')}"
+
+
+def check_checkpoint_fits(saved: dict[str, Any], auto_model: str, model_type: str | None, what: str,
+                          prefix: str, fix: str) -> None:
+    """Refuse a checkpoint whose task (Auto class) or architecture (``model_type``) differs from the recipe's.
+
+    Args:
+        saved: The checkpoint's ``lmforge`` section.
+        auto_model: The Auto class the recipe's objective builds.
+        model_type: The architecture the recipe builds, or None when it takes it from elsewhere.
+        what: How the recipe builds it, for the message (``"model.objective CausalLM, model.backbone gpt2"``).
+        prefix: Put in front of the message (the key and file).
+        fix: What to do instead.
+    """
+    theirs_auto = saved.get("auto_model")
+    theirs_type = (saved.get("config") or {}).get("model_type")
+    if theirs_auto == auto_model and (model_type is None or theirs_type is None or theirs_type == model_type):
+        return
+    ours = f"{model_type} {auto_model}" if model_type else auto_model
+    ours = ("an " if ours[0].lower() in "aeiou" else "a ") + ours
+    raise CheckpointError(f"{prefix}the checkpoint holds {describe_saved(saved)}, but the recipe builds {ours} "
+                          f"({what}). {fix}")

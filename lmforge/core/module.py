@@ -32,7 +32,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
 
-from lmforge.core.backbone import Backbone, build_backbone, build_config, max_positions, position_limit
+from lmforge.core.backbone import (
+    Backbone,
+    build_backbone,
+    build_config,
+    check_start_checkpoint,
+    max_positions,
+    position_limit,
+)
 from lmforge.core import lora
 from lmforge.core.checkpoint import CKPT_KEY, LORA_KEY
 from lmforge.core.hooks import KINDS, RECIPE_KEYS
@@ -139,6 +146,8 @@ class LanguageModel(LightningModule):
         self.on_nonfinite_loss = on_nonfinite_loss
         self.max_nonfinite_skips = max_nonfinite_skips
         self.nonfinite_skipped = 0
+        #: Batches of this run whose loss was finite (trained on); a run that trained on none fails at its end.
+        self.finite_batches = 0
         self.backbone_lr_scale = backbone_lr_scale
         self.backbone: nn.Module | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
@@ -146,6 +155,7 @@ class LanguageModel(LightningModule):
         self.val_loss = MeanMetric()
         self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in objective.metric_names})
         check_plugins(objective, self._recipe_keys())  # before any data is read: refuse what cannot work
+        check_start_checkpoint(backbone, objective.auto_model)  # an MLM checkpoint cannot start a causal LM
         #: Every plugin but the objective, in run order: computed once (`lmforge.core.plugin_checks.run_order`).
         self._run_order = run_order([plugin for _, plugin in self._recipe_keys()])
         self._by_hook = {hook: [p for p in self._run_order if overrides(p, hook)]
@@ -321,6 +331,7 @@ class LanguageModel(LightningModule):
         # step it happens, before the optimizer writes NaN into the weights.
         if not bool(torch.isfinite(total)):
             return self._skip_or_stop(terms)
+        self.finite_batches += 1
         batch_size = step.batch["input_ids"].shape[0]
         self.log("loss/total", total, prog_bar=True, batch_size=batch_size)
         self.log_dict({f"loss/{k}": v for k, v in terms.items()}, batch_size=batch_size)
@@ -343,6 +354,9 @@ class LanguageModel(LightningModule):
         if self.on_nonfinite_loss == "skip" and self.nonfinite_skipped <= self.max_nonfinite_skips:
             log.warning("%s; skipping this batch (%d of at most %d).", where, self.nonfinite_skipped,
                         self.max_nonfinite_skips)
+            # The skipped step's loss is logged as it was (not left at the last finite value), with the count.
+            self.log("loss/total", float("nan"), prog_bar=True, batch_size=1)
+            self.log("train/skipped_batches", float(self.nonfinite_skipped), batch_size=1)
             return None
         limit = f" after skipping {self.max_nonfinite_skips} batches" if self.on_nonfinite_loss == "skip" else ""
         raise NonFiniteLossError(
@@ -351,6 +365,21 @@ class LanguageModel(LightningModule):
             "enabling gradient clipping (trainer.gradient_clip_val) or checking the plugin named above; or set "
             "model.on_nonfinite_loss: skip to skip such batches."
         )
+
+    def on_train_end(self) -> None:
+        # A run that skipped every batch learned nothing; it must not end as if it had trained. All ranks decide
+        # together, so that none is left waiting for another.
+        untrained = bool(self.nonfinite_skipped and not self.finite_batches)
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if strategy is not None:
+            untrained = strategy.reduce_boolean_decision(untrained, all=True)
+        if untrained:
+            raise NonFiniteLossError(
+                f"every batch of this run ({self.nonfinite_skipped}) had a non-finite loss and was skipped "
+                "(model.on_nonfinite_loss: skip), so the weights were never updated: the checkpoints this run wrote "
+                "hold the weights it started from, not a trained model. Check the data, the learning rate and the "
+                "plugins named in the warnings above."
+            )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx)
@@ -396,6 +425,8 @@ class LanguageModel(LightningModule):
     def _log_evaluation(self, split: str) -> None:
         # MeanMetric weighted by token counts: a true per-token mean over the split, synced across ranks.
         loss = self.val_loss.compute()
+        if not bool(torch.isfinite(loss)):
+            self._nonfinite_evaluation(split, loss)
         self.log(f"{split}/loss", loss, prog_bar=True)
         if self.objective.reports_perplexity:
             self.log(f"{split}/perplexity", torch.exp(loss))
@@ -403,6 +434,19 @@ class LanguageModel(LightningModule):
             self.log(f"{split}/{name}", metric.compute())
             metric.reset()
         self.val_loss.reset()
+
+    def _nonfinite_evaluation(self, split: str, loss: Tensor) -> None:
+        """A non-finite evaluation loss: every batch of the split was NaN or infinite (the metric drops single
+        ones). While fitting, stop before a checkpoint callback can keep it as the "best"; otherwise warn."""
+        where = f"step {self.global_step}: the {split} loss is {float(loss)} on every batch"
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            self.val_loss.reset()
+            raise NonFiniteLossError(
+                f"{where}, so the model's outputs are not finite; stopping before a checkpoint is chosen by it. The "
+                "checkpoints already written are unchanged. Check model.backbone.config, the learning rate and the "
+                "data; resume from an earlier checkpoint with --ckpt_path."
+            )
+        log.warning("%s: the model's outputs are not finite, and the scores below mean nothing.", where)
 
     # -- optimization ----------------------------------------------------------------------------
 

@@ -86,8 +86,9 @@ def test_bad_data_found_while_reading_is_a_user_error(tmp_path) -> None:
                            "--data.init_args.val", "docs.jsonl"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == USER_ERROR
-    assert done.stderr.splitlines()[-1] == ("lmforge: error: data.train: docs.jsonl, line 2: malformed JSON (Expecting "
-                                            "value). Fix the line, or set data.skip_bad_lines: true to skip such lines.")
+    assert done.stderr.splitlines()[-1] == (
+        "lmforge: error: data.train: docs.jsonl, line 2: malformed JSON (Expecting value). Fix the line, or set "
+        "data.skip_bad_lines: true to skip such lines (counted per file in the log).")
     assert "Traceback" not in done.stderr
 
 

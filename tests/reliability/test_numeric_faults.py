@@ -96,7 +96,8 @@ def test_nonfinite_term_stops_at_its_step_naming_it_and_the_last_checkpoint_is_i
     assert "--ckpt_path" in message and "model.on_nonfinite_loss: skip" in message
 
     checkpoints = tmp_path / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step=1.ckpt", "step=2.ckpt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "last.ckpt.sha256", "step=1.ckpt",
+                                                              "step=1.ckpt.sha256", "step=2.ckpt", "step=2.ckpt.sha256"]
     last = load(checkpoints / "last.ckpt")
     assert last["global_step"] == BAD_STEP
     weights = model.state_dict()
@@ -147,7 +148,8 @@ def test_nonfinite_weights_never_replace_a_good_checkpoint(corpus_dir: Path, tmp
     assert message.startswith(f"step {BAD_STEP + 1}: the weights are no longer finite (backbone.transformer.wte.weight")
     assert "checkpoints already written are intact" in message and "--ckpt_path" in message
     checkpoints = tmp_path / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step=1.ckpt", "step=2.ckpt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "last.ckpt.sha256", "step=1.ckpt",
+                                                              "step=1.ckpt.sha256", "step=2.ckpt", "step=2.ckpt.sha256"]
     last = load(checkpoints / "last.ckpt")
     assert last["global_step"] == BAD_STEP
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())

@@ -24,12 +24,14 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmforge.core.checkpoint import CKPT_KEY, load_checkpoint
-from lmforge.core.data.files import default_cache_dir, resolve_files
+from lmforge.core.data.files import default_cache_dir, map_repairing_cache, resolve_files
 from lmforge.core.data.tokenizer import (
     TokenizerSpec,
     TokenizerTraining,
     batched_text,
+    load_cached_tokenizer,
     load_tokenizer,
+    save_tokenizer_atomically,
     tokenizer_from_json,
     train_tokenizer,
     training_cache_key,
@@ -256,12 +258,14 @@ class BaseTextData(LightningDataModule):
         algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
         data_key = f"{train._fingerprint}:{self.max_document_chars}"
         directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, data_key)
-        if (directory / "tokenizer.json").exists():
-            return load_tokenizer(directory)
+        if directory.exists():
+            cached = load_cached_tokenizer(directory)
+            if cached is not None:
+                return cached
         log.info("Training a %s tokenizer (vocab_size=%d) on %d documents", algorithm, training.vocab_size, len(train))
         texts = batched_text(train["text"] if texts is None else texts, max_chars=self.max_document_chars)
         tokenizer = train_tokenizer(texts, training, algorithm)
-        tokenizer.save_pretrained(str(directory))
+        save_tokenizer_atomically(tokenizer, directory)
         return tokenizer
 
     def _apply_text_plugins(self, docs: datasets.Dataset, split: str, plugins: list[Plugin]) -> datasets.Dataset:
@@ -272,9 +276,9 @@ class BaseTextData(LightningDataModule):
                 continue
             new_fingerprint = fingerprint(docs._fingerprint, plugin, self.seed, position, split)
             with hook_guard(plugin, "process_text"):
-                docs = docs.map(
-                    _TextStage(plugin, self.seed, position, split), batched=True, with_indices=True,
-                    new_fingerprint=new_fingerprint, desc=f"{type(plugin).__name__} ({split})",
+                docs = map_repairing_cache(
+                    docs, _TextStage(plugin, self.seed, position, split), f"data.{split}", batched=True,
+                    with_indices=True, new_fingerprint=new_fingerprint, desc=f"{type(plugin).__name__} ({split})",
                 )
             if overrides(plugin, "data_report"):
                 self._collect_report(plugin, split, new_fingerprint)

@@ -20,8 +20,11 @@ import json
 import logging
 import os
 from importlib import resources
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from lmforge.core.data import rows
 
 if TYPE_CHECKING:
     import datasets
@@ -95,7 +98,7 @@ def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = 
     builder = BUILDERS[path.suffix.lower()]
     if builder == "parquet":
         return None
-    problem = _utf8_problem(path)
+    problem = utf8_problem(path)
     if problem:
         return problem
     if builder == "json":
@@ -114,7 +117,7 @@ def diagnose(path: Path, text_column: str, column_keys: dict[str, str] | None = 
     return None
 
 
-def _utf8_problem(path: Path) -> str | None:
+def utf8_problem(path: Path) -> str | None:
     """The first invalid UTF-8 byte sequence in ``path``, with its byte offset."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0  # bytes of the file before the current chunk
@@ -174,23 +177,66 @@ def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_di
     return ds
 
 
+def reader_options(builder: str, text_column: str = "text") -> dict[str, object]:
+    """How ``datasets`` must read a format for the text to arrive unaltered (see `lmforge.core.data.rows`)."""
+    if builder == "text":
+        return {"encoding": "utf-8-sig"}  # a BOM at the start of a file is the encoding's mark, not text
+    if builder == "csv":  # "NA", "null": text, not missing values; "007" stays "007", not the number 7
+        return {"keep_default_na": False, "na_filter": False, "converters": {text_column: str}}
+    return {}
+
+
 def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: str,
                       skip_bad_lines: bool = False) -> datasets.Dataset:
     """Read ``files`` into a dataset with one non-empty document per row in a ``text`` column.
 
-    The cache lives under ``cache_dir/<content_key(files)>``. With ``skip_bad_lines``, ``jsonl`` lines that
-    are not a JSON object are left out (`without_bad_lines`), with a warning per file.
+    Each file is scanned first (`lmforge.core.data.rows`): rows that cannot be documents are refused with their
+    numbers, or with ``skip_bad_lines`` left out with a warning per file. The cache lives under
+    ``cache_dir/<content_key(files)>``; a damaged cache entry is removed and built again, with a warning.
     """
     import datasets
 
     builder = BUILDERS[files[0].suffix.lower()]
+    before_reading = {f: file_identity(f) for f in files}  # before hashing: a change from now on is seen
+    hashes = {f: file_sha256(f) for f in files}
     cache = Path(cache_dir) / content_key(files)
-    read = [without_bad_lines(f, key, cache / "cleaned") for f in files] if skip_bad_lines and builder == "json" else files
+    checked = Path(cache_dir) / "checked"
     try:
-        ds = datasets.load_dataset(builder, data_files=[str(f) for f in read], split="train", cache_dir=str(cache))
+        scans = [rows.scan_file(f, hashes[f], builder, text_column, checked) for f in files]
+    except UnicodeDecodeError:
+        problem = next(filter(None, (utf8_problem(f) for f in files)), None)
+        raise DataFileError(f"{key}: {problem}") from None
+    problems = [s.problem for s in scans if s.problem]
+    if problems:
+        raise DataFileError(f"{key}: {problems[0]}")
+    bad = [s for s in scans if s.bad]
+    if bad and not skip_bad_lines:
+        raise DataFileError(rows.refusal(key, bad))
+    arrays = [str(s.path) for s in bad if s.unit == "record"]
+    if arrays:
+        raise DataFileError(f"{key}: {arrays} hold a JSON array with records that cannot be documents "
+                            f"({rows.refusal(key, bad).split(': ', 1)[1].split('. Fix', 1)[0]}); data.skip_bad_lines "
+                            "skips lines of JSON-lines files only. Fix those records.")
+    for scan in bad:
+        rows.log_skipped(key, scan)
+    read = files
+    if bad and builder in ("text", "json"):
+        read = [rows.without_bad_lines(s, hashes[s.path], cache / "cleaned") if s.bad else s.path for s in scans]
+    counts: list[int] = []
+
+    def build() -> datasets.Dataset:
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in read], split="train", cache_dir=str(cache),
+                                   **reader_options(builder, text_column))
+        if bad and builder in ("csv", "parquet"):
+            ds = _without_rows(ds, scans, key)
         if builder != "text":
             ds = _select_text_column(ds, text_column, key, files)
-        ds = ds.filter(_non_empty, batched=True, desc="Dropping empty documents")
+        counts[:] = [len(ds)]
+        return ds.filter(_non_empty, batched=True, desc="Dropping empty documents")
+
+    try:
+        ds = _repairing_cache(build, files, cache, key)
+        before = counts[0]
     except DataFileError:
         raise
     except Exception as exc:  # datasets and pyarrow wrap reader errors in their own types; find the file at fault
@@ -199,45 +245,80 @@ def documents_dataset(files: list[Path], text_column: str, key: str, cache_dir: 
             if problem:
                 raise DataFileError(f"{key}: {problem}") from None
         raise DataFileError(f"{key}: could not read {[str(f) for f in files]}: {exc}") from exc
+    changed = [str(f) for f, identity in before_reading.items() if file_identity(f) != identity]
+    if changed:
+        remove_cache_entry(cache)
+        for digest in hashes.values():
+            for entry in checked.glob(f"{digest}-*"):
+                entry.unlink(missing_ok=True)
+        raise DataFileError(f"{key}: {changed} changed while lmforge read them (their size or change time moved), so "
+                            "what was read may mix old and new content; it was not kept in the cache. Run again once "
+                            "nothing writes to them.")
+    if builder != "text" and before > len(ds):
+        log.info("%s: left out %d of %d rows of %s whose text is empty or only whitespace.", key, before - len(ds),
+                 before, [str(f) for f in files])
     if len(ds) == 0:
         raise DataFileError(f"{key}: {[str(f) for f in files]} hold no non-empty documents.")
     return ds
 
 
-def without_bad_lines(path: Path, key: str, directory: Path) -> Path:
-    """A copy of the ``jsonl`` file ``path`` without the lines that are not a JSON object (blank lines aside).
+def _repairing_cache(build: Callable[[], datasets.Dataset], files: list[Path], cache: Path,
+                     key: str) -> datasets.Dataset:
+    """``build()``; when it fails while the files themselves are sound, the cache entry is damaged (a truncated
+    Arrow file, a partial write): it is removed, said so, and built once more."""
+    try:
+        return build()
+    except DataFileError:
+        raise
+    except Exception as exc:
+        if not cache.is_dir() or any(diagnose(path, "") for path in files if BUILDERS[path.suffix.lower()] != "json"):
+            raise
+        log.warning("%s: the dataset cache %s is damaged (%s); removing it and reading %s again.", key, cache,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    [str(f) for f in files])
+        remove_cache_entry(cache)
+        return build()
 
-    The copy is written once per content, under ``directory``, beside the numbers of the lines it left out;
-    each call warns with their count. A file without any bad line is returned as it is.
-    """
-    digest = file_sha256(path)
-    clean, skipped_file = directory / f"{digest}.jsonl", directory / f"{digest}.skipped.json"
-    if skipped_file.is_file():
-        skipped = json.loads(skipped_file.read_text())
-    else:
-        directory.mkdir(parents=True, exist_ok=True)
-        skipped = []
-        partial = clean.with_suffix(f".{os.getpid()}.tmp")
-        with path.open(encoding="utf-8") as src, partial.open("w", encoding="utf-8") as out:
-            for number, line in enumerate(src, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    row = None
-                if isinstance(row, dict):
-                    out.write(line if line.endswith("\n") else line + "\n")
-                else:
-                    skipped.append(number)
-        os.replace(partial, clean)
-        skipped_file.write_text(json.dumps(skipped))
-    if not skipped:
-        return path
-    shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
-    log.warning("%s: skipped %d line(s) of %s that are not a JSON object (lines %s); data.skip_bad_lines is on.",
-                key, len(skipped), path, shown)
-    return clean
+
+def map_repairing_cache(ds: datasets.Dataset, function: object, key: str, new_fingerprint: str,
+                        **kwargs: object) -> datasets.Dataset:
+    """``ds.map(function, new_fingerprint=...)``; when the map's cached result (``cache-<fingerprint>.arrow``) is
+    damaged, it is removed, said so, and computed again."""
+    try:
+        return ds.map(function, new_fingerprint=new_fingerprint, **kwargs)
+    except Exception as exc:
+        files = [Path(f["filename"]) for f in ds.cache_files]
+        target = files[0].parent / f"cache-{new_fingerprint}.arrow" if files else None
+        if target is None or not target.is_file():
+            raise
+        log.warning("%s: the cached %s %s is damaged (%s); removing it and computing it again.", key,
+                    kwargs.get("desc", "map"), target, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        target.unlink()
+        return ds.map(function, new_fingerprint=new_fingerprint, **kwargs)
+
+
+def remove_cache_entry(path: Path) -> None:
+    """Remove a cache directory: first renamed aside (atomic), so that no reader finds it half removed."""
+    import shutil
+
+    aside = path.with_name(f".{path.name}.{os.getpid()}.removed")
+    try:
+        os.rename(path, aside)
+    except OSError:
+        aside = path
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _without_rows(ds: datasets.Dataset, scans: list[rows.FileScan], key: str) -> datasets.Dataset:
+    """``ds`` (the rows of the scanned files, in order) without the scans' bad rows."""
+    if len(ds) != sum(s.rows for s in scans):
+        raise DataFileError(f"{key}: read {len(ds)} rows of {[str(s.path) for s in scans]}, but scanned "
+                            f"{sum(s.rows for s in scans)}; cannot tell which rows to skip. Fix the bad rows instead.")
+    drop, offset = set(), 0
+    for scan in scans:
+        drop.update(offset + n - 1 for n, _ in scan.bad)
+        offset += scan.rows
+    return ds.select([i for i in range(len(ds)) if i not in drop])
 
 
 _DIGESTS: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, ctime) -> sha256
@@ -260,6 +341,12 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
                 digest.update(block)
         _DIGESTS[key] = digest.hexdigest()
     return _DIGESTS[key]
+
+
+def file_identity(path: Path) -> tuple[int, int, int, int]:
+    """What changes whenever a file's content may have: inode, size, modification and change time."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 def content_key(files: list[Path]) -> str:

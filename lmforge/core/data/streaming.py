@@ -17,6 +17,7 @@ batch ahead), and it ends the epoch on every rank when the first rank runs out o
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +28,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from lmforge.core.data.files import BUILDERS
+from lmforge.core.data.files import BUILDERS, DataFileError, reader_options
+
+log = logging.getLogger(__name__)
 
 #: Documents tokenized together (one fast-tokenizer call); a resumed reader re-tokenizes at most one batch.
 TOKENIZE_BATCH = 256
@@ -43,10 +46,13 @@ class StreamingBlocks(IterableDataset):
         text_column: Column holding the text in ``jsonl``/``csv``/``parquet`` shards.
         rank: This process's global rank.
         world_size: Number of processes.
+        skip_bad_rows: Skip rows whose text is not a string or holds a NUL character (counted in the log at the
+            end of each reader's pass) instead of stopping; ``data.skip_bad_lines``. A stream is checked as it
+            is read, so its bad rows are not numbered.
     """
 
     def __init__(self, files: list[str | Path], tokenizer: Callable[[list[str]], Any], block_size: int,
-                 text_column: str = "text", rank: int = 0, world_size: int = 1) -> None:
+                 text_column: str = "text", rank: int = 0, world_size: int = 1, skip_bad_rows: bool = False) -> None:
         super().__init__()
         builders = {BUILDERS.get(Path(f).suffix.lower()) for f in files}
         if len(builders) != 1 or None in builders:
@@ -58,6 +64,7 @@ class StreamingBlocks(IterableDataset):
         self.files = [str(f) for f in files]
         self.tokenizer, self.block_size, self.text_column = tokenizer, block_size, text_column
         self.rank, self.world_size = rank, world_size
+        self.skip_bad_rows = skip_bad_rows
         #: Where this reader stands (see `blocks`); what ``state_dict`` returns.
         self.position: dict[str, Any] = {}
         self._resume: dict[str, Any] = {}
@@ -67,7 +74,8 @@ class StreamingBlocks(IterableDataset):
         import datasets
         from datasets.distributed import split_dataset_by_node
 
-        stream = datasets.load_dataset(self.builder, data_files=self.files, split="train", streaming=True)
+        stream = datasets.load_dataset(self.builder, data_files=self.files, split="train", streaming=True,
+                                       **reader_options(self.builder, self.text_column))
         return split_dataset_by_node(stream, rank=reader, world_size=readers)
 
     def _text_batches(self, stream: Any, batch: int) -> Iterator[list[str]]:
@@ -77,8 +85,26 @@ class StreamingBlocks(IterableDataset):
         the shards over the workers once more, and this reader already is one worker's part.
         """
         column = "text" if self.builder == "text" else self.text_column
+        skipped = 0
         for examples in stream.iter(batch_size=batch):
-            yield [text for text in examples[column] if text and text.strip()]
+            texts = []
+            for text in examples[column]:
+                if isinstance(text, str) and "\0" not in text:
+                    if text.strip():
+                        texts.append(text)
+                elif self.skip_bad_rows:
+                    skipped += 1
+                else:
+                    what = "holds a NUL character (U+0000)" if isinstance(text, str) else f"is {type(text).__name__}"
+                    raise DataFileError(
+                        f"data.train: a row of {self.files} {what} in {column!r} (data.text_column), so it cannot be a "
+                        "document. Fix it (lmforge without data.streaming names its line), or set "
+                        "data.skip_bad_lines: true to skip such rows."
+                    )
+            yield texts
+        if skipped:
+            log.warning("data.train: skipped %d row(s) of %s that cannot be documents (text that is not a string or "
+                        "holds a NUL character); data.skip_bad_lines is on.", skipped, self.files)
 
     def documents(self, reader: int, readers: int) -> Iterator[str]:
         """The documents of reader ``reader`` of ``readers`` (rank x worker), in stream order."""

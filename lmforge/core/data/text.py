@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lmforge.core.data.base import BaseTextData, fingerprint
-from lmforge.core.data.files import documents_dataset, resolve_files
+from lmforge.core.data.files import documents_dataset, map_repairing_cache, resolve_files
 from lmforge.core.data.tokenizer import TokenizerSpec, document_separator, encode_long
 from lmforge.core.plugins import overrides
 
@@ -197,7 +197,7 @@ class TextData(BaseTextData):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         blocks = StreamingBlocks(resolve_files(self.train_files, "data.train"),
                                  _TokenizeTexts(self.tokenizer, self.max_document_chars), self.block_size,
-                                 self.text_column, rank, world)
+                                 self.text_column, rank, world, skip_bad_rows=self.skip_bad_lines)
         # A batch may hold fewer blocks at the end of a worker's stream: no block is dropped. Workers are not
         # persistent: each epoch starts them anew, so a position restored for one epoch cannot leak into the next.
         return StreamingLoader(blocks, trainer, batch_size=self.batch_size, num_workers=self.num_workers,
@@ -262,7 +262,8 @@ class TextData(BaseTextData):
 
         from lmforge.core.data.streaming import StreamingBlocks
 
-        stream = StreamingBlocks(files, None, self.block_size, self.text_column).documents(0, 1)
+        stream = StreamingBlocks(files, None, self.block_size, self.text_column,
+                                 skip_bad_rows=self.skip_bad_lines).documents(0, 1)
         texts = list(itertools.islice(stream, self.streaming_tokenizer_documents))
         if not texts:
             raise ValueError(f"data.train: {[str(f) for f in files]} hold no non-empty document.")
@@ -289,8 +290,9 @@ class TextData(BaseTextData):
 
     def _layout(self, docs: datasets.Dataset, split: str) -> PackedBlocks:
         tokenizer = self.tokenizer
-        tokens = docs.map(
-            _Tokenize(tokenizer, self.max_document_chars), batched=True, remove_columns=docs.column_names,
+        tokens = map_repairing_cache(
+            docs, _Tokenize(tokenizer, self.max_document_chars), f"data.{split}", batched=True,
+            remove_columns=docs.column_names,
             new_fingerprint=fingerprint(docs._fingerprint, tokenizer.backend_tokenizer.to_str(), "tokenize",
                                          self.max_document_chars, document_separator(tokenizer)),
             desc=f"Tokenizing ({split})",

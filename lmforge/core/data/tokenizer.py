@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +35,8 @@ from typing import Literal
 
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
 
 Algorithm = Literal["bpe", "wordpiece"]
 
@@ -151,6 +157,39 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def save_tokenizer_atomically(tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """Save a trained tokenizer into the cache: written into a temporary directory beside ``directory``, then
+    renamed, so that a killed or concurrent run never leaves a partial ``tokenizer.json`` that a later one trusts.
+    When another process got there first, its tokenizer (the same one: training is keyed by data and settings)
+    is kept."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".partial"))
+    try:
+        tokenizer.save_pretrained(str(temporary))
+        os.rename(temporary, directory)
+    except OSError:
+        if not (directory / "tokenizer.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def load_cached_tokenizer(directory: Path) -> PreTrainedTokenizerBase | None:
+    """The tokenizer cached in ``directory``, or None when the entry is damaged (then removed, with a warning that
+    names it) or incomplete, so that the caller trains it again."""
+    try:
+        return load_tokenizer(directory)
+    except Exception as exc:  # a truncated tokenizer.json raises whatever tokenizers' JSON reader raises
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("The cached tokenizer %s is damaged (%s: %s); removing it and training it again.", directory,
+                    type(exc).__name__, reason)
+        aside = directory.with_name(f".{directory.name}.{os.getpid()}.removed")
+        try:
+            os.rename(directory, aside)
+        except OSError:
+            aside = directory
+        shutil.rmtree(aside, ignore_errors=True)
+        return None
 #: The layout of the tokenizers `train_tokenizer` makes; a cached tokenizer of another layout is not reused.
 #: 2: ``bpe`` adds no end-of-text token to a single text.
 TOKENIZER_FORMAT = 2

@@ -74,11 +74,12 @@ def ensure_no_login_prompt() -> None:
 
 
 def checkpoint_run_id(ckpt_path: str | Path) -> str | None:
-    """The W&B run id stored in a checkpoint, or None."""
-    import torch
+    """The W&B run id stored in a checkpoint, or None (its integrity checked first, as on every load)."""
+    from lmforge.core.checkpoint import torch_load, verify_checkpoint  # torch only when a checkpoint is read
 
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    return (checkpoint.get(CKPT_KEY) or {}).get("run_id")
+    verify_checkpoint(ckpt_path, "--ckpt_path")
+    checkpoint = torch_load(ckpt_path, mmap=True, key="--ckpt_path")
+    return (checkpoint.get(CKPT_KEY) or {}).get("run_id") if isinstance(checkpoint, dict) else None
 
 
 def recipe_name(config_files: Iterable[Any]) -> str | None:
