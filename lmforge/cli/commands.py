@@ -1,5 +1,5 @@
-"""The command table, and lmforge's own tools: ``recipes``, ``plugins``, ``export``, ``plot``, ``pii-scan``,
-``memorization`` and ``predict MODEL``.
+"""The command table, and lmforge's own tools: ``recipes``, ``plugins``, ``export``, ``generate``, ``plot``,
+``pii-scan``, ``memorization`` and ``predict MODEL``.
 
 Each tool imports what it needs when it runs, so that listing recipes or plugins does not import torch.
 Further commands come from the ``lmforge.commands`` entry-point group (`lmforge.cli.main.find_command`).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import shutil
 import sys
 from collections.abc import Callable
@@ -27,7 +28,8 @@ TRAINING_HELP = {
 TOOLS_HELP = {
     "recipes": "list the bundled recipes; recipes show NAME; recipes cp NAME [DEST]",
     "plugins": "list installed plugins; plugins show NAME; plugins new KIND NAME",
-    "export": "write a checkpoint as a Hugging Face model directory",
+    "export": "write a checkpoint as a Hugging Face model directory (--adapter-only: a LoRA adapter directory)",
+    "generate": "answer instructions with a tuned causal LM: generate MODEL --prompt TEXT | --input FILE",
     "plot": "plot logged metrics of one or more runs",
     "pii-scan": "count personal data in data files, without training; exit 1 if found (CI gate)",
     "memorization": "exposure of the canaries a model was trained with (Secret Sharer)",
@@ -90,15 +92,77 @@ def export(argv: list[str]) -> int:
     parser.add_argument("dir", help="output directory: new or empty (see --force)")
     parser.add_argument("--force", action="store_true",
                         help="export into a non-empty directory, replacing the files an export writes")
+    parser.add_argument("--adapter-only", action="store_true",
+                        help="a LoRA checkpoint: write its adapters as a peft adapter directory instead of the "
+                             "merged model")
+    parser.add_argument("--base", default=None, metavar="DIR",
+                        help="a LoRA checkpoint: its base model's directory, if not where training found it")
     args = parser.parse_args(argv)
     from lmforge.cli.export import export_checkpoint
 
     try:
-        out = export_checkpoint(args.ckpt, args.dir, force=args.force)
+        out = export_checkpoint(args.ckpt, args.dir, force=args.force, adapter_only=args.adapter_only, base=args.base)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"lmforge export: {exc}", file=sys.stderr)
         return 1
     print(f"exported {args.ckpt} to {out}")
+    return 0
+
+
+def generate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge generate",
+        description="Answer instructions with an instruction-tuned causal LM, through its chat template (greedy, "
+                    "up to the end-of-text token). MODEL: an exported directory, a LoRA adapter directory "
+                    "(export --adapter-only) or an lmforge checkpoint.",
+    )
+    parser.add_argument("model", help="a model directory, an adapter directory or an lmforge checkpoint (.ckpt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", action="append", help="an instruction (repeat for several)")
+    source.add_argument("--input", help="txt (one instruction per line), or jsonl/csv/parquet with a messages or a "
+                                        "prompt column (and a response column: the reference answer)")
+    parser.add_argument("--output", default=None, help="write the answers here (jsonl) instead of printing them")
+    parser.add_argument("--system", default=None, help="a system message before each --prompt")
+    parser.add_argument("--prompt-column", default="prompt")
+    parser.add_argument("--response-column", default="response")
+    parser.add_argument("--messages-column", default="messages")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--sample", action="store_true", help="sample instead of decoding greedily")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chat-template", default=None,
+                        help="a Jinja chat template, or 'default' for lmforge's (default: the tokenizer's own)")
+    parser.add_argument("--base", default=None, metavar="DIR",
+                        help="the base model's directory, for an adapter directory or a LoRA checkpoint")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    args = parser.parse_args(argv)
+    from lmforge.cli.generate import device_for, generate_file, load_generator, read_conversations
+    from lmforge.core.data.files import DataFileError
+
+    try:
+        if args.input is not None:
+            conversations = read_conversations(args.input, args.prompt_column, args.response_column,
+                                               args.messages_column)
+        else:
+            system = [{"role": "system", "content": args.system}] if args.system else []
+            conversations = [([*system, {"role": "user", "content": p}], None) for p in args.prompt]
+        model, tokenizer = load_generator(args.model, args.base)
+        model.to(device_for(args.device))
+        rows = generate_file(model, tokenizer, conversations, args.output, args.chat_template,
+                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, do_sample=args.sample,
+                             temperature=args.temperature, seed=args.seed)
+    except (FileNotFoundError, ValueError, DataFileError) as exc:
+        print(f"lmforge generate: {exc}", file=sys.stderr)
+        return 1
+    if args.output is None:
+        for row in rows:
+            print(row["response"] if args.prompt else json.dumps(row, ensure_ascii=False))
+    scored = [r["exact_match"] for r in rows if "exact_match" in r]
+    if args.output is not None:
+        print(f"wrote {len(rows)} answers to {args.output}")
+    if scored:
+        print(f"exact match: {sum(scored)}/{len(scored)} ({100.0 * sum(scored) / len(scored):.1f}%)", file=sys.stderr)
     return 0
 
 

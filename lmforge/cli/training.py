@@ -37,7 +37,7 @@ from lmforge.cli import recipe_limits, run_guards, trust
 from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS
 from lmforge.cli.errors import PREEMPTED, USER_ERROR, classify, debug_enabled
 from lmforge.core.checkpoint import unsafe_checkpoint_message
-from lmforge.core.data import labeled  # noqa: F401  (so `class_path: LabeledTextData` resolves)
+from lmforge.core.data import instruction_data, labeled  # noqa: F401  (so `class_path: LabeledTextData` resolves)
 from lmforge.core.data.base import BaseTextData
 from lmforge.core.hooks import RECIPE_KEYS
 from lmforge.core.module import LanguageModel

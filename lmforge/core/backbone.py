@@ -2,11 +2,13 @@
 from a local pretrained directory, built from a subset of a trained model's
 layers (DistilBERT's student initialization), or started from the weights of an
 lmforge checkpoint (fine-tuning after ``lmforge fit --config mlm-pretrain``).
-Nothing is downloaded."""
+With ``lora``, low-rank adapters are put into the built model and everything else
+is frozen (`lmforge.core.lora`). Nothing is downloaded."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ from lmforge.core.checkpoint import (
     load_trained,
     trained_config,
 )
+from lmforge.core.lora import KEY as LORA_RECIPE_KEY
+from lmforge.core.lora import TASK_TYPES, LoraSpec, apply_lora, head_modules, parameter_counts
 from lmforge.core.source_config import apply_overrides
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,10 @@ class Backbone:
         freeze_embeddings: Keep the base model's embeddings (everything before
             the first block) fixed.
         freeze_layers: Keep the first N transformer blocks fixed.
+        lora: Train low-rank adapters (LoRA, through ``peft``) instead of the model's
+            weights, which stay frozen; needs ``pretrained``. Applied when the backbone
+            is built, before plugins' ``setup`` and the optimizer. For a classifier,
+            ``modules_to_save`` defaults to its new head (``score``, ``classifier``).
     """
 
     architecture: str | None = "gpt2"
@@ -86,8 +94,18 @@ class Backbone:
     checkpoint: str | None = None
     freeze_embeddings: bool = False
     freeze_layers: int = 0
+    lora: LoraSpec | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):  # from a checkpoint's hyperparameters
+            self.lora = LoraSpec(**self.lora)
+        if self.lora is not None and self.pretrained is None:
+            raise ValueError(
+                f"{LORA_RECIPE_KEY}: LoRA adapts a trained model kept in a directory, so model.backbone.pretrained "
+                "must be set, got none. Give a local HF model directory (--model.backbone.pretrained DIR "
+                "--data.init_args.tokenizer.path DIR); for an lmforge checkpoint, export it first: "
+                "lmforge export CKPT DIR."
+            )
         if self.freeze_layers < 0:
             raise ValueError(f"model.backbone.freeze_layers must be >= 0, got {self.freeze_layers}.")
         if self.checkpoint is not None and self.pretrained is not None:
@@ -156,7 +174,9 @@ def _pretrained_config(spec: Backbone) -> PretrainedConfig:
     if not path.is_dir():
         raise FileNotFoundError(
             f"model.backbone.pretrained: {spec.pretrained!r} is not a directory. Give a local HF model "
-            "directory (lmforge does not download models)."
+            "directory (lmforge does not download models), or make one with lmforge: `lmforge fit --config "
+            f"quickstart`, then `lmforge export runs/quickstart/version_0/checkpoints/last.ckpt {spec.pretrained}` "
+            "(a small GPT-2 pre-trained on the bundled corpus, about 2 minutes on 2 CPU cores)."
         )
     config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=spec.trust_remote_code)
     return apply_overrides(config, spec.config, "model.backbone.pretrained", spec.pretrained)
@@ -213,8 +233,25 @@ def build_backbone(spec: Backbone, auto_model: str, config: PretrainedConfig) ->
         check_start_checkpoint(spec, auto_model)
         _log_report(load_base_weights(model, spec.checkpoint), spec.checkpoint)
     freeze(model, spec.freeze_embeddings, spec.freeze_layers)
+    if spec.lora is not None:
+        add_lora(model, spec.lora, auto_model)
     skip_padding_check(model)
     return model
+
+
+def add_lora(model: PreTrainedModel, spec: LoraSpec, auto_model: str) -> None:
+    """Put ``spec``'s adapters into ``model`` (freezing the rest) and log how many parameters train.
+
+    A classifier's new head trains in full (``modules_to_save``) unless the recipe names other modules; a
+    causal LM's output layer never does by default (it is often tied to the input embeddings).
+    """
+    if spec.modules_to_save is None and TASK_TYPES.get(auto_model) not in (None, "CAUSAL_LM"):
+        spec = dataclasses.replace(spec, modules_to_save=head_modules(model) or None)
+    apply_lora(model, spec, auto_model)
+    trainable, total = parameter_counts(model)
+    log.info("%s: training %s of %s parameters (%.2f%%): LoRA r=%d on %s%s", LORA_RECIPE_KEY, f"{trainable:,}",
+             f"{total:,}", 100.0 * trainable / total, spec.r, spec.target_modules or "peft's default layers",
+             f", and in full {spec.modules_to_save}" if spec.modules_to_save else "")
 
 
 def skip_padding_check(model: nn.Module) -> None:

@@ -1,9 +1,17 @@
 """The checkpoint format, and trained models as starting points.
 
 An lmforge checkpoint is a Lightning checkpoint with one more section, ``lmforge``
-(`CKPT_KEY`): the backbone's HF config, its Auto class and the tokenizer, so that
-a model can be rebuilt, exported or used as a teacher without the recipe.
-Checkpoints load with ``weights_only=True``; nothing is downloaded.
+(`CKPT_KEY`): the backbone's HF config, its Auto class and the tokenizer (with its
+chat template, when it has one), so that a model can be rebuilt, exported or used
+as a teacher without the recipe. Checkpoints load with ``weights_only=True``;
+nothing is downloaded.
+
+A run with LoRA (``model.backbone.lora``) keeps only the trainable backbone weights
+(the adapters) in ``state_dict``, and its section holds ``lora`` (`LORA_KEY`): the
+recipe's LoRA settings, the ``peft`` adapter config, and the base model's directory
+with a fingerprint of its weight files (`weights_fingerprint`). `model_from_checkpoint`
+rebuilds the base from there, refusing a base whose weights differ, and applies the
+adapters.
 
 A distiller loads its teacher with `load_trained`, and ``Backbone.init_from``
 builds a student from a teacher's layers. ``key`` is the recipe key that named
@@ -44,6 +52,10 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 #: rebuild the backbone without the recipe (HF config, Auto class, tokenizer).
 CKPT_KEY = "lmforge"
 BACKBONE_PREFIX = "backbone."
+#: Key of the LoRA record in the ``lmforge`` section (absent for a run without LoRA).
+LORA_KEY = "lora"
+#: Suffixes of the files whose contents `weights_fingerprint` hashes.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 #: The digest of ``last.ckpt`` is in ``last.ckpt.sha256``, one ``<sha256>  <file name>`` line (sha256sum's format).
 DIGEST_SUFFIX = ".sha256"
 
@@ -231,8 +243,19 @@ def checkpoint_config(checkpoint: dict[str, Any]) -> PretrainedConfig:
     return AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path) -> PreTrainedModel:
-    """The backbone as a ``transformers`` model (its saved Auto class), with the checkpoint's weights."""
+def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path, base: str | Path | None = None
+                          ) -> PreTrainedModel:
+    """The backbone as a ``transformers`` model (its saved Auto class), with the checkpoint's weights.
+
+    A checkpoint with LoRA adapters is rebuilt from its base model and the adapters are merged into the
+    weights (`adapted_model_from_checkpoint`), so that the result is a plain HF model either way.
+
+    Args:
+        base: Where the base model of a LoRA checkpoint is, when it moved from the directory recorded in
+            training (its weights must still be the same).
+    """
+    if LORA_KEY in checkpoint[CKPT_KEY]:
+        return adapted_model_from_checkpoint(checkpoint, source, base).merge_and_unload()
     model = getattr(transformers, checkpoint[CKPT_KEY]["auto_model"]).from_config(checkpoint_config(checkpoint))
     missing, unexpected = model.load_state_dict(backbone_state_dict(checkpoint), strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
@@ -240,6 +263,97 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path) -> Pre
     if really_missing or unexpected:
         raise ValueError(f"{source}: weights do not fit the saved config (missing {really_missing}, "
                          f"unexpected {unexpected}).")
+    return model
+
+
+# -- LoRA checkpoints: the base model's files and the adapters ------------------------------------
+
+
+def weight_files(directory: str | Path) -> list[Path]:
+    """The weight files of an HF model directory (safetensors, ``.bin``; a ``peft`` adapter's excluded)."""
+    return sorted(p for p in Path(directory).iterdir()
+                  if p.is_file() and p.suffix in WEIGHT_SUFFIXES and not p.name.startswith("adapter_"))
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def weights_fingerprint(directory: str | Path) -> str:
+    """A SHA-256 over the names and contents of a model directory's weight files (`weight_files`).
+
+    The same weights saved again give the same fingerprint; a re-saved config does not change it. Hashed
+    once per process for files of unchanged size and modification time (a checkpoint is written every few
+    hundred steps, and a large base model takes seconds to hash).
+    """
+    files = weight_files(directory)
+    if not files:
+        raise FileNotFoundError(f"{directory}: no model weight files (*.safetensors, *.bin) in it.")
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode() + b"\0")
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        _FINGERPRINTS[key] = "sha256:" + digest.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+def lora_base(checkpoint: dict[str, Any], source: str | Path, base: str | Path | None = None,
+              key: str = "--base") -> Path:
+    """The directory of a LoRA checkpoint's base model: ``base`` if given, else the one recorded in training;
+    refused unless its weights are the ones the adapters were trained on.
+
+    Args:
+        key: What the user sets to point at the base model (named in errors).
+    """
+    record = checkpoint[CKPT_KEY][LORA_KEY]
+    recorded = record["base"]["pretrained"]
+    directory = Path(base) if base is not None else Path(recorded)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"{source}: its LoRA adapters need their base model, recorded as {recorded}, which is not a directory "
+            f"here{f' (nor is {base})' if base is not None else ''}. Give the base model's directory with {key} DIR."
+        )
+    found = weights_fingerprint(directory)
+    if found != record["base"]["fingerprint"]:
+        raise ValueError(
+            f"{source}: its LoRA adapters were trained on the base model at {recorded} (weights "
+            f"{record['base']['fingerprint'][:19]}), but the weights in {directory} differ ({found[:19]}); adapters "
+            f"only fit the weights they were trained on. Give that base model's directory with {key} DIR."
+        )
+    return directory
+
+
+def adapted_model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path, base: str | Path | None = None,
+                                  key: str = "--base") -> Any:
+    """A LoRA checkpoint's model as a ``peft.PeftModel``: the base model rebuilt from its directory
+    (`lora_base`) with the checkpoint's config, and the adapters loaded.
+
+    ``merge_and_unload()`` turns it into a plain HF model; ``save_pretrained(dir)`` writes the adapter
+    directory that ``peft.PeftModel.from_pretrained(base_model, dir)`` loads.
+    """
+    from peft import LoraConfig, PeftModel
+
+    saved = checkpoint[CKPT_KEY]
+    record = saved[LORA_KEY]
+    directory = lora_base(checkpoint, source, base, key)
+    base_model = getattr(transformers, saved["auto_model"]).from_pretrained(
+        str(directory), config=checkpoint_config(checkpoint), local_files_only=True)
+    config = LoraConfig.from_peft_type(**record["adapter_config"])
+    config.base_model_name_or_path = str(directory.resolve())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")  # gpt2's Conv1D; peft adapts
+        model = PeftModel(base_model, config)
+    adapters = backbone_state_dict(checkpoint)
+    inner = model.base_model.model  # the HF model with the LoRA layers, named as in training
+    expected = {n for n, p in inner.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(expected - set(adapters)), sorted(set(adapters) - set(inner.state_dict()))
+    if missing or unexpected:
+        raise ValueError(f"{source}: the adapter weights do not fit the adapters its LoRA settings make (missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]}).")
+    inner.load_state_dict(adapters, strict=False)
     return model
 
 

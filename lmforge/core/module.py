@@ -42,7 +42,8 @@ from lmforge.core.backbone import (
     max_positions,
     position_limit,
 )
-from lmforge.core.checkpoint import CKPT_KEY
+from lmforge.core import lora
+from lmforge.core.checkpoint import CKPT_KEY, LORA_KEY
 from lmforge.core.hooks import KINDS, RECIPE_KEYS
 from lmforge.core.nonfinite import NonFiniteGuard, can_skip_on_device
 from lmforge.core.plugin_checks import check_plugins, hook_guard, run_order
@@ -129,6 +130,10 @@ class LanguageModel(LightningModule):
         if not backbone_lr_scale > 0:
             raise ValueError(f"model.backbone_lr_scale must be positive, got {backbone_lr_scale}. "
                              "To keep the backbone fixed, use model.backbone.freeze_embeddings / freeze_layers.")
+        if backbone.lora is not None and backbone_lr_scale != 1.0:
+            raise ValueError(f"model.backbone_lr_scale must be 1 with model.backbone.lora, got {backbone_lr_scale}: "
+                             "with LoRA the base model is frozen and only the adapters train. Set the adapters' "
+                             "rate with optimizer.init_args.lr, or their scale with model.backbone.lora.alpha.")
         self.save_hyperparameters(ignore=["objective", *RECIPE_KEYS.values()])
         if isinstance(self.hparams.get("backbone"), Backbone):  # keep checkpoints loadable with weights_only=True
             self.hparams["backbone"] = dataclasses.asdict(backbone)
@@ -230,6 +235,9 @@ class LanguageModel(LightningModule):
             with hook_guard(plugin, "setup"):
                 plugin.setup(host)
         self._add_epoch_metrics()
+        if self.device_mesh is not None and self.backbone_spec.lora is not None:
+            raise ValueError("model.backbone.lora: LoRA does not run under FSDP2 sharding (overlays/fsdp2); use "
+                             "overlays/ddp: with LoRA only the adapters have gradients and optimizer state.")
         if self.device_mesh is not None:  # FSDP2 (ModelParallelStrategy): shard the blocks, replicate plugins
             fully_shard_blocks(self.backbone, self._data_parallel_mesh())
             broadcast_parameters(replicated_parameters(self), self._data_parallel_mesh())
@@ -595,6 +603,9 @@ class LanguageModel(LightningModule):
             "tokenizer_config": _tokenizer_config(self.tokenizer),
             "random_per_rank": self._gather_from_ranks(self._random_state()),
         }
+        if self.backbone_spec.lora is not None:  # only the adapters: the base model is in its own files
+            checkpoint[CKPT_KEY][LORA_KEY] = lora.checkpoint_record(checkpoint["state_dict"], backbone,
+                                                                    self.backbone_spec.lora, self.backbone_spec.pretrained)
 
     def _random_state(self) -> dict[str, Any]:
         """The random generators a resumed run must continue from.
@@ -641,6 +652,8 @@ class LanguageModel(LightningModule):
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.backbone is not None:  # a LoRA checkpoint: check it, and add the frozen base weights it leaves out
+            lora.restore_base(checkpoint, self.backbone_spec.lora, self.backbone_spec.pretrained, self, self.backbone)
         saved = checkpoint.get(CKPT_KEY)
         if saved is None or self.tokenizer is None:
             return
@@ -770,6 +783,8 @@ def _tokenizer_config(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     """The special tokens and model inputs, enough to rebuild the fast tokenizer around tokenizer.json."""
     config: dict[str, Any] = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
     config["model_input_names"] = list(tokenizer.model_input_names)
+    if isinstance(getattr(tokenizer, "chat_template", None), str):  # instruction tuning's template, kept for export
+        config["chat_template"] = tokenizer.chat_template
     return config
 
 

@@ -83,6 +83,8 @@ RECIPE_ARGS: dict[str, dict[str, list[str]]] = {
     "finetune-sentiment": {"model": ["--model.backbone.config", BERT_SMALL], "data": [*LABELED_DATA, *WARMUP]},
     "finetune-ner": {"model": ["--model.backbone.config", BERT_SMALL], "data": [*LABELED_DATA, *WARMUP]},
 }
+#: Recipes that start from a model another run made, each with the journey that fits it.
+COVERED_ELSEWHERE = {"sft-lora": "test_sft.py"}
 #: A distillation recipe reads its teacher from this recipe's run in the same working directory.
 TEACHERS = {"distill-clm": "clm-pretrain", "distill-mlm": "mlm-pretrain"}
 #: The metric each recipe's checkpoint callback monitors.

@@ -4,6 +4,9 @@
   resumable order, data-stage plugin hooks).
 - `TextData` (`text`): raw text packed into blocks for language modelling.
 - `LabeledTextData` (`labeled`): labeled examples for classification and tagging.
+- `InstructionData` (`instruction_data`): instruction/response examples for supervised
+  fine-tuning of a causal LM (``instruction``: chat template and labels; ``instruction_layout``:
+  packed or padded batches).
 - `streaming`: training files read lazily (``TextData(streaming=True)``).
 - `files`: reading local files (and bundled ones, ``lmforge:...``) into HF datasets.
 - `tokenizer`: loading, training and caching tokenizers.
@@ -17,7 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"BaseTextData": "base", "TextData": "text", "LabeledTextData": "labeled"}
+_EXPORTS = {"BaseTextData": "base", "TextData": "text", "LabeledTextData": "labeled",
+            "InstructionData": "instruction_data"}
 __all__ = sorted(_EXPORTS)
 
 

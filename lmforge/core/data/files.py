@@ -13,6 +13,7 @@ cache under the sha256 of their content (`content_key`).
 from __future__ import annotations
 
 import codecs
+import csv
 import glob
 import hashlib
 import json
@@ -134,13 +135,16 @@ def utf8_problem(path: Path) -> str | None:
             offset += len(chunk)
 
 
-def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_dir: str) -> datasets.Dataset:
+def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_dir: str,
+              csv_as_text: bool = False) -> datasets.Dataset:
     """Read ``jsonl``/``csv``/``parquet`` ``files`` into a dataset that has every column of ``column_keys``.
 
     Args:
         column_keys: Required columns and the recipe key that names each
             (``{"label": "data.label_column"}``), for the error messages.
         key: The recipe key that points at ``files``.
+        csv_as_text: Read every ``csv`` column as text, as written (``007`` stays ``007``, ``3.50`` stays
+            ``3.50``), instead of inferring numbers.
     """
     import datasets
 
@@ -149,9 +153,14 @@ def read_rows(files: list[Path], column_keys: dict[str, str], key: str, cache_di
         raise DataFileError(
             f"{key}: {files[0].name} is plain text; labeled data needs columns, use jsonl, csv or parquet files."
         )
+    options = {}
+    if builder == "csv" and csv_as_text:
+        with files[0].open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), [])
+        options["features"] = datasets.Features({name: datasets.Value("string") for name in header})
     try:
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
-                                   cache_dir=str(Path(cache_dir) / content_key(files)))
+                                   cache_dir=str(Path(cache_dir) / content_key(files)), **options)
     except Exception as exc:  # datasets wraps reader errors in its own types; find the file at fault
         for path in files:
             problem = diagnose(path, next(iter(column_keys)), column_keys, can_skip=False)

@@ -4,6 +4,13 @@ Pre-Training"): predict each next token.
 Follows HF ``run_clm.py``: labels are the input ids and the shift happens in
 the loss, so position t predicts token t+1. Padding (``attention_mask == 0``)
 is ignored. Perplexity is exp(mean token loss).
+
+Instruction tuning (``InstructionData``): the batch brings its own ``labels``,
+the response tokens' ids and -100 elsewhere, so the loss, its count, the
+validation loss and the scored positions that distillers and R-Drop compare
+are the response tokens only. A packed batch brings ``position_ids``; the
+forward then gets the block-diagonal mask that keeps its examples apart
+(`lmforge.core.data.instruction_layout.model_inputs`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lmforge.core.plugins import Batch, Objective, ObjectiveOutput
+from lmforge.core.data.instruction_layout import model_inputs as instruction_inputs
+from lmforge.core.plugins import Batch, Host, Objective, ObjectiveOutput
 
 IGNORE_INDEX = -100
 
@@ -51,12 +59,24 @@ class CausalLM(Objective):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"CausalLM: label_smoothing must be in [0, 1), got {label_smoothing}.")
         self.label_smoothing = label_smoothing
+        self._mask_dtype = torch.float32
+
+    def setup(self, model: Host) -> None:
+        # A packed batch's additive mask must be in the dtype the attention computes in (bf16-true models).
+        self._mask_dtype = next(model.backbone.parameters()).dtype
 
     def prepare(self, batch: Batch, generator: torch.Generator) -> Batch:
+        if "labels" in batch:  # the data labels what is learned (instruction tuning: the responses)
+            return batch
         labels = batch["input_ids"]
         if "attention_mask" in batch:
             labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
         return {**batch, "labels": labels}
+
+    def model_inputs(self, batch: Batch) -> dict[str, Tensor]:
+        if "position_ids" in batch:  # packed examples: positions restart, and attention stays in each example
+            return instruction_inputs(batch, self._mask_dtype)
+        return super().model_inputs(batch)
 
     def scored_mask(self, batch: Batch) -> Tensor:
         # Position t predicts the label at t + 1, as in `causal_lm_loss`; the last position predicts nothing.

@@ -5,6 +5,8 @@
 - `TokenThroughput`: tokens/s, FLOPs/s and MFU (Lightning's ThroughputMonitor).
 - `ValidationSamples`: generations or masked-token predictions at each validation.
 - `EnergyMonitor`: energy (kWh), emissions (CO2-eq) and power per device kind, with CodeCarbon offline.
+- `InstructionEval`: exact match of greedy answers to held-out instructions, and sample
+  answers, at each validation (instruction tuning).
 - `lmforge.runtime.observe.wandb`: W&B logger names, tags, resume and offline fallback.
 - `lmforge.cli.plot`: ``lmforge plot``, PNG charts of runs' ``metrics.csv``.
 
@@ -20,7 +22,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {"RunConfig": "run_config", "TokenThroughput": "throughput", "ValidationSamples": "samples",
-            "EnergyMonitor": "energy"}
+            "EnergyMonitor": "energy", "InstructionEval": "instruction_eval"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -106,3 +106,42 @@ def test_perplexity_is_exp_of_the_mean_token_loss(batch: dict) -> None:
 def test_invalid_label_smoothing_is_refused(label_smoothing: float) -> None:
     with pytest.raises(ValueError, match=r"CausalLM: label_smoothing must be in \[0, 1\)"):
         CausalLM(label_smoothing=label_smoothing)
+
+
+# -- instruction tuning: the data's labels (responses only) and packed examples -----------------------
+
+
+def test_labels_the_data_gives_are_kept_and_only_they_are_scored(batch: dict) -> None:
+    labels = torch.full((B, T), IGNORE_INDEX)
+    labels[:, 4:] = batch["input_ids"][:, 4:]  # a "response" at positions 4..6 of each row
+    prepared = CausalLM().prepare({"input_ids": batch["input_ids"], "labels": labels}, torch.Generator())
+    assert torch.equal(prepared["labels"], labels)
+    result = CausalLM().compute(SimpleNamespace(logits=batch["logits"]), prepared)
+    expected, n = reference_loss(batch["logits"], labels)
+    assert result.loss.item() == pytest.approx(expected, rel=1e-5) and int(result.count) == n == B * 3
+    # Positions 3, 4 and 5 predict the labelled tokens 4, 5 and 6: what R-Drop and distillers compare.
+    scored = CausalLM().scored_mask(prepared)
+    assert scored.tolist() == [[t in (3, 4, 5) for t in range(T)]] * B
+    assert CausalLM().scored_logits(batch["logits"], prepared).shape == (B * 3, V)
+
+
+def test_packed_examples_lose_as_much_as_each_example_alone() -> None:
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=V, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config).eval()
+    g = torch.Generator().manual_seed(2)
+    examples = [torch.randint(1, V, (n,), generator=g) for n in (5, 4, 3)]
+    labels = [torch.where(torch.arange(len(e)) >= 2, e, IGNORE_INDEX) for e in examples]  # prompt: 2 tokens
+    packed = {"input_ids": torch.cat(examples)[None], "labels": torch.cat(labels)[None],
+              "position_ids": torch.cat([torch.arange(len(e)) for e in examples])[None]}
+    objective = CausalLM()
+    with torch.no_grad():
+        inputs = objective.model_inputs(packed)
+        assert inputs["attention_mask"].shape == (1, 1, 12, 12)  # block-diagonal, built from the positions
+        result = objective.compute(model(**inputs), objective.prepare(packed, torch.Generator()))
+        alone = [objective.compute(model(input_ids=e[None]), {"input_ids": e[None], "labels": lab[None]})
+                 for e, lab in zip(examples, labels)]
+    # Reference: each example's summed response loss on its own, pooled.
+    total = sum(float(r.loss) * int(r.count) for r in alone)
+    assert int(result.count) == sum(int(r.count) for r in alone) == 3 + 2 + 1
+    assert result.loss.item() == pytest.approx(total / int(result.count), rel=1e-5)
