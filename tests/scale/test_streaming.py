@@ -99,8 +99,9 @@ def test_text_data_streams_every_document_once_per_epoch_over_two_ranks_and_two_
     reader_docs = [list(readers.documents(r, 4)) for r in range(4)]
     assert sorted(d for docs in reader_docs for d in docs) == sorted(corpus)  # a partition of the corpus
     # What each reader must give: its documents tokenized as TextData tokenizes them (EOS after each), packed.
+    eos = tokenizer.eos_token_id
     expected = sorted(tuple(block) for docs in reader_docs
-                      for block in pack(tokenizer(docs)["input_ids"], 16)[0].tolist())
+                      for block in pack([ids + [eos] for ids in tokenizer(docs)["input_ids"]], 16)[0].tolist())
 
     seen: dict[int, list[tuple[int, ...]]] = {0: [], 1: []}
     for rank in range(2):
