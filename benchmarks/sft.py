@@ -21,7 +21,6 @@ instruction set (lmforge:instructions/{train,val}.jsonl), with the sft-lora reci
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics

@@ -3,7 +3,6 @@ EOS, and format prompts with the chat template as training does."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

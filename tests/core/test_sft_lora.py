@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge.cli.export import export_checkpoint
 from lmforge.core.backbone import Backbone
-from lmforge.core.checkpoint import CKPT_KEY, LORA_KEY, weights_fingerprint
+from lmforge.core.checkpoint import CKPT_KEY, LORA_KEY
 from lmforge.core.data.instruction import DEFAULT_CHAT_TEMPLATE
 from lmforge.core.lora import LoraSpec
 from lmforge.core.module import LanguageModel

@@ -107,7 +107,7 @@ def test_a_named_version_that_holds_a_run_is_refused_not_overwritten(tiny_run, p
     assert lmforge("fit", "--config", "tiny.yaml", "--ckpt_path", str(last), "--trainer.max_steps", "6",
                    "--trainer.logger.init_args.version=0") == 2
     err = capsys.readouterr().err
-    assert f"trainer.logger.init_args.version=0: runs/tiny/version_0 already holds a run" in err
+    assert "trainer.logger.init_args.version=0: runs/tiny/version_0 already holds a run" in err
     assert "metrics.csv" in err and "Leave the version unset" in err
     assert digests(run) == before  # its metrics and checkpoints, every byte
     assert sorted(p.name for p in (project / "runs" / "tiny").iterdir()) == ["version_0"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 from journey_kit import GPT2_SMALL, QUICK_LIMIT, Journeys, Result
 
