@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,8 +31,7 @@ from lightning.pytorch.callbacks import Callback
 from lmforge.core.backbone import max_positions
 from lmforge.core.data.instruction import encode_prompt, exact_match
 from lmforge.core.generation import generate_responses, prompt_and_reference
-from lmforge.runtime.observe.samples import _append_jsonl
-from lmforge.runtime.observe.wandb import wandb_loggers
+from lmforge.runtime.observe.samples import record_samples
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +89,7 @@ class InstructionEval(Callback):
         step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step val/loss is logged at
         rows = [{"step": step, "instruction": q[-1]["content"], "reference": ref, "response": a, "exact_match": ok}
                 for q, ref, a, ok in list(zip(questions, references, answers, correct))[: self.samples]]
-        self.rows.extend(rows)
-        if self.filename is not None and log_dir is not None:
-            _append_jsonl(Path(log_dir) / self.filename, rows)
-        columns = list(rows[0])
-        for logger in wandb_loggers(trainer):
-            logger.log_table(self.table_key, columns=columns, data=[[r[c] for c in columns] for r in self.rows],
-                             step=step)
+        record_samples(trainer, rows, self.rows, step, log_dir, self.filename, self.table_key)
 
     def answer_fitting(self, pl_module: LightningModule, questions: list[list[dict[str, str]]], template: str
                        ) -> list[str]:
