@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from lmforge.core.data.base import datasets_progress_bars
 from lmforge.core.data.files import default_cache_dir, documents_dataset, resolve_files
 from lmforge.plugins.privacy.pii import ENTITY_TYPES, PiiDetector, PiiSpan, redact, resolve_overlaps
 
@@ -54,27 +55,25 @@ class ScanReport:
 def scan(patterns: list[str], detector: PiiDetector, text_column: str = "text", examples_per_type: int = 3,
          batch_size: int = 256) -> ScanReport:
     """Detect personal data in the documents of ``patterns`` (files or globs, as `TextData` takes them)."""
-    import datasets
-
-    datasets.disable_progress_bars()  # reading a file is quick; the report is what the user reads
     report = ScanReport()
-    for path in resolve_files(patterns, "FILES"):
-        report.files.append(str(path))
-        docs = documents_dataset([path], text_column, "FILES", str(default_cache_dir() / "datasets"))
-        for start in range(0, len(docs), batch_size):
-            texts = docs[start:start + batch_size]["text"]
-            for offset, (text, spans) in enumerate(zip(texts, detector.detect(texts))):
-                spans = resolve_overlaps(spans)
-                report.documents += 1
-                if not spans:
-                    continue
-                report.documents_with_pii += 1
-                report.counts.update(s.entity for s in spans)
-                report.documents_by_type.update({s.entity for s in spans})
-                for span in spans:
-                    if sum(e.entity == span.entity for e in report.examples) < examples_per_type:
-                        report.examples.append(Example(span.entity, str(path), start + offset + 1,
-                                                       snippet(text, spans, span)))
+    with datasets_progress_bars(enabled=False):  # reading a file is quick; the report is what the user reads
+        for path in resolve_files(patterns, "FILES"):
+            report.files.append(str(path))
+            docs = documents_dataset([path], text_column, "FILES", str(default_cache_dir() / "datasets"))
+            for start in range(0, len(docs), batch_size):
+                texts = docs[start:start + batch_size]["text"]
+                for offset, (text, spans) in enumerate(zip(texts, detector.detect(texts))):
+                    spans = resolve_overlaps(spans)
+                    report.documents += 1
+                    if not spans:
+                        continue
+                    report.documents_with_pii += 1
+                    report.counts.update(s.entity for s in spans)
+                    report.documents_by_type.update({s.entity for s in spans})
+                    for span in spans:
+                        if sum(e.entity == span.entity for e in report.examples) < examples_per_type:
+                            report.examples.append(Example(span.entity, str(path), start + offset + 1,
+                                                           snippet(text, spans, span)))
     report.examples.sort(key=lambda e: ENTITY_TYPES.index(e.entity))
     return report
 

@@ -31,6 +31,7 @@ from lightning.pytorch.cli import instantiate_class
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
 
@@ -573,7 +574,16 @@ class LanguageModel(LightningModule):
                 {"params": no_decay, "weight_decay": 0.0, "name": f"{prefix}no_decay", **extra}]
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate_class(self.param_groups(), self.optimizer_init)
+        init = self.optimizer_init
+        groups = self.param_groups()
+        if init.get("init_args", {}).get("fused") and any(
+                isinstance(p, DTensor) for group in groups for p in group["params"]):
+            # torch's fused kernels refuse sharded (DTensor) parameters mixed with their plain step tensors
+            # ("got mixed torch.Tensor and DTensor"): FSDP2 runs use the unfused implementation.
+            log.info("optimizer.init_args.fused: the fused kernels do not take FSDP2's sharded parameters; "
+                     "using the unfused implementation.")
+            init = {**init, "init_args": {**init["init_args"], "fused": False}}
+        optimizer = instantiate_class(groups, init)
         for group in optimizer.param_groups:  # before the scheduler records each group's initial rate
             group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         if self.lr_scheduler_init is None:

@@ -17,11 +17,18 @@ import dataclasses
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 
 def can_skip_on_device(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``optimizer.step`` honours ``optimizer.found_inf`` (torch's fused implementations do)."""
-    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+    """Whether ``optimizer.step`` honours ``optimizer.found_inf`` (torch's fused implementations do).
+
+    Not over sharded (DTensor) parameters: the fused kernels take ``found_inf`` as a plain tensor and refuse to
+    mix it with DTensors, so FSDP2 runs keep the per-step check.
+    """
+    if not getattr(optimizer, "_step_supports_amp_scaling", False):
+        return False
+    return not any(isinstance(p, DTensor) for group in optimizer.param_groups for p in group["params"])
 
 
 @dataclasses.dataclass

@@ -61,9 +61,17 @@ def test_overlay_composes_with_quickstart(overlay: str, no_argv: None, tmp_path:
     monkeypatch.chdir(tmp_path)
     cli = run_cli(["--config", str(RECIPES["quickstart"]), "--config", str(OVERLAYS[overlay])], run=False)
     settings = yaml.safe_load(OVERLAYS[overlay].read_text())
-    assert set(settings) == {"trainer"}, "an overlay of another section: check what it sets here"
+    assert set(settings) <= {"trainer", "model"}, "an overlay of another section: check what it sets here"
+    assert set(settings.get("model", {})) <= {"data_filters"}, "a new model setting: check it here"
+    if "data_filters" in settings.get("model", {}):
+        assert [type(p).__name__ for p in cli.model.data_filters] == class_names(settings["model"]["data_filters"])
     trainer = settings["trainer"]
-    assert set(trainer) <= {"logger", "strategy", "devices", "num_nodes"}, "a new trainer setting: check it here"
+    assert set(trainer) <= {"logger", "strategy", "devices", "num_nodes", "callbacks+"}, \
+        "a new trainer setting: check it here"
+    if "callbacks+" in trainer:  # appended to the quickstart's own callbacks, which stay
+        names = [type(callback).__name__ for callback in cli.trainer.callbacks]
+        assert set(class_names(trainer["callbacks+"])) <= set(names)
+        assert set(class_names(yaml.safe_load(RECIPES["quickstart"].read_text())["trainer"]["callbacks"])) <= set(names)
     if "logger" in trainer:
         assert [type(logger).__name__ for logger in cli.trainer.loggers] == class_names(trainer["logger"])
     if "strategy" in trainer:

@@ -212,7 +212,7 @@ class BaseTextData(LightningDataModule):
     def _progress_bars(self) -> contextlib.AbstractContextManager[None]:
         # `--trainer.enable_progress_bar false` silences the tokenization and preparation bars too.
         quiet = self.trainer is not None and getattr(self.trainer, "progress_bar_callback", True) is None
-        return _datasets_progress_bars(enabled=not quiet)
+        return datasets_progress_bars(enabled=not quiet)
 
     def data_files(self) -> dict[str, list[Path]]:
         """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
@@ -359,7 +359,7 @@ class _TextStage:
 
 
 @contextlib.contextmanager
-def _datasets_progress_bars(enabled: bool) -> Iterator[None]:
+def datasets_progress_bars(enabled: bool) -> Iterator[None]:
     """Turn ``datasets``' progress bars off inside the block when ``enabled`` is False (a global switch)."""
     import datasets
 

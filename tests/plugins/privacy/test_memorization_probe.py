@@ -33,7 +33,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A 40-step run with canaries (100 candidates each) and the probe, validating at steps 20 and 40."""
     import random
 
-    from conftest import write_corpus
+    from tiny import write_corpus
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("memorization")
