@@ -1,10 +1,12 @@
 """BaseTextData: what every lmforge DataModule shares.
 
-The seed, the cache, the tokenizer (given, taken from a checkpoint, or trained
-and cached), the resumable training order and the data-stage plugin hooks
-(``process_text``, ``sample_weights``). `TextData` (`lmforge.core.data.text`)
-and `LabeledTextData` (`lmforge.core.data.labeled`) differ only in how they
-read, lay out and batch their rows.
+The recipe arguments every DataModule takes (``train``/``val``/``test`` files, ``val_fraction``, ``tokenizer``,
+``batch_size``, ``num_workers``, ``cache_dir``, ``seed``) and their checks, the seed, the cache, the tokenizer
+(given, taken from a checkpoint, or trained and cached), reading the splits (the held-out validation split
+included), the build loop, the data-stage plugin hooks (``process_text``, ``sample_weights``), the loaders and
+the resumable training order. `TextData` (`lmforge.core.data.text`), `LabeledTextData`
+(`lmforge.core.data.labeled`) and `InstructionData` (`lmforge.core.data.instruction_data`) differ only in how
+they read, check, tokenize, lay out and batch their rows.
 """
 
 from __future__ import annotations
@@ -99,20 +101,51 @@ def data_plugins(module: Any) -> list[Plugin]:
     return list(module.data_plugins())
 
 
-class BaseTextData(LightningDataModule):
-    """What lmforge's DataModules share: seed, cache, tokenizer and the data-stage plugins.
+def file_list(files: str | list[str] | None) -> list[str] | None:
+    """A recipe's files (one path or glob, or a list of them) as a list; None stays None."""
+    if files is None:
+        return None
+    return [files] if isinstance(files, str) else list(files)
 
-    Subclasses read their splits and lay them out; ``process_text`` and
-    ``sample_weights`` of the model's plugins run here, on whatever columns
-    the subclass's rows have. The recipe's ``data.class_path`` must name a
-    subclass.
+
+class BaseTextData(LightningDataModule):
+    """What lmforge's DataModules share: their common arguments, the splits, the tokenizer, the data-stage
+    plugins and the loaders.
+
+    Each subclass declares its recipe arguments itself (jsonargparse reads the subclass's signature and
+    docstring, and the defaults differ), checks its own ones and passes the shared ones here. ``_build`` reads
+    the splits (`_read`; `_hold_out` when there are no validation files), runs the data filters on the
+    training split, gets the tokenizer (`_make_tokenizer`), then runs every split through the other
+    ``process_text`` hooks (`_check_processed`) and lays it out (`_make_dataset`); ``sample_weights`` weigh the
+    training split. The recipe's ``data.class_path`` must name a subclass.
+
+    Args:
+        train: Training files (paths or globs).
+        val: Validation files; None holds out ``val_fraction`` of the training rows.
+        test: Test files, read by ``lmforge test`` only; None tests on the validation split.
+        val_fraction: Share of training rows held out when ``val`` is None.
+        tokenizer: A local tokenizer (``path``) or how to train one (``train``).
+        batch_size: Examples per batch (per device).
+        num_workers: DataLoader worker processes.
+        cache_dir: Where tokenized datasets and trained tokenizers are cached; None: `default_cache_dir`.
+        seed: Seed of the split, the data-stage plugins and the shuffling; None takes the run's seed.
     """
 
-    def __init__(self, tokenizer: TokenizerSpec | None, batch_size: int, num_workers: int, cache_dir: str | None,
-                 seed: int | None) -> None:
+    #: What the messages call one row of the files ("document", "row").
+    row_name = "row"
+
+    def __init__(self, *, train: str | list[str], val: str | list[str] | None, test: str | list[str] | None,
+                 val_fraction: float, tokenizer: TokenizerSpec | None, batch_size: int, num_workers: int,
+                 cache_dir: str | None, seed: int | None) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
+        self.train_files: list[str] = file_list(train)
+        self.val_files = file_list(val)
+        self.test_files = file_list(test)
+        self.val_fraction = val_fraction
         self.tokenizer_spec = tokenizer or TokenizerSpec(train=TokenizerTraining())
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -121,12 +154,11 @@ class BaseTextData(LightningDataModule):
         self.tokenizer: PreTrainedTokenizerBase | None = None
         #: A checkpoint whose tokenizer to use instead of training one (set by the CLI from --ckpt_path).
         self.checkpoint_path: str | None = None
-        #: Documents longer than this are tokenized in pieces (`TextData`'s setting; None: whole).
-        self.max_document_chars: int | None = None
-        self.skip_bad_lines = False
         self.train_weights: torch.Tensor | None = None
         #: Per split, each data-stage plugin's ``data_report`` figures (saved with the run as data_report.json).
         self.data_reports: dict[str, dict[str, dict[str, float]]] = {}
+        #: Set by ``setup``: each split laid out (``train``, ``val``, and ``test`` when it is read).
+        self.datasets: dict[str, Dataset] = {}
         self._resume_batches = 0
 
     @property
@@ -178,7 +210,22 @@ class BaseTextData(LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume_batches = int(state_dict.get("epoch_batches", 0))
 
-    def _build(self) -> None:
+    # -- loaders ---------------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        return self._train_loader(self.datasets["train"], self._collate())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["val"], self._collate(), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The test split when ``data.test`` is given, else the validation split."""
+        if "test" in self.datasets:
+            return self._loader(self.datasets["test"], self._collate(), shuffle=False)
+        return self.val_dataloader()
+
+    def _collate(self) -> Any:
+        """The DataLoader's ``collate_fn`` (picklable, for worker processes)."""
         raise NotImplementedError
 
     def _loader(self, data: Dataset, collate_fn: Any, **kwargs: Any) -> DataLoader:
@@ -190,15 +237,107 @@ class BaseTextData(LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed), **kwargs,
         )
 
-    def _train_loader(self, data: Dataset, collate_fn: Any) -> DataLoader:
-        """Shuffled by the data seed, or drawn by the plugins' sample weights; resumable mid-epoch."""
+    def _rank_world(self) -> tuple[int, int]:
+        """This process's global rank and the number of processes ((0, 1) outside a trainer)."""
         trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = ResumableSampler(len(data), self.batch_size, self.seed, rank, world, weights=self.train_weights)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _sampler(self, data: Dataset, rank: int, world_size: int) -> ResumableSampler:
+        """The training order: shuffled by the data seed, or drawn by the plugins' sample weights."""
+        return ResumableSampler(len(data), self.batch_size, self.seed, rank, world_size, weights=self.train_weights)
+
+    def _train_loader(self, data: Dataset, collate_fn: Any) -> DataLoader:
+        """`_sampler`'s order, resumable mid-epoch."""
+        sampler = self._sampler(data, *self._rank_world())
         if self._resume_batches:  # a mid-epoch checkpoint: continue after the batches it had trained on
             sampler.skip_batches = self._resume_batches
             self._resume_batches = 0
         return self._loader(data, collate_fn, sampler=sampler, drop_last=True)
+
+    # -- building --------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        """Every split read, through the data-stage plugins and laid out in ``datasets`` (once)."""
+        if self.datasets:
+            return
+        self._check_model()
+        raw = self._load_splits()
+        plugins = self._plugins()
+        train, filters = self._filtered_train(raw.pop("train"), plugins)
+        self.tokenizer = self._make_tokenizer(train)
+        self._build_split("train", train, plugins[filters:], first=filters)
+        for split, rows in raw.items():
+            self._build_split(split, rows, plugins)
+
+    def _check_model(self) -> None:
+        """Settings the model cannot take (its objective, its positions) fail before any file is read."""
+        self._check_objective()
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if hasattr(module, "check_data"):
+            module.check_data(self)
+
+    def _check_objective(self) -> None:
+        """Refuse a ``model.objective`` that cannot train on these rows (none refused here)."""
+
+    def _read(self, files: list[str], key: str) -> datasets.Dataset:
+        """The rows of ``files`` (recipe key ``key``)."""
+        raise NotImplementedError
+
+    def _load_splits(self) -> dict[str, datasets.Dataset]:
+        """The rows of ``train``, ``val`` (read, or held out of the training files) and, when this run reads
+        it, ``test``."""
+        train = self._read(self.train_files, "data.train")
+        if self.val_files is not None:
+            val = self._read(self.val_files, "data.val")
+            self._check_split(train, val, "data.val")
+            splits = {"train": train, "val": val}
+        else:
+            held_in, held_out = self._hold_out(train)
+            splits = {"train": held_in, "val": held_out}
+        if self.reads_test_split():
+            test = self._read(self.test_files, "data.test")
+            self._check_split(train, test, "data.test")
+            splits["test"] = test
+        return splits
+
+    def _check_split(self, train: datasets.Dataset, rows: datasets.Dataset, key: str) -> None:
+        """Refuse the rows of ``key`` (``data.val``, ``data.test``) that do not go with ``train`` (none here)."""
+
+    def _hold_out(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
+        """The training rows split into training and validation rows (``val_fraction`` of them, at random)."""
+        if len(train) < 2:
+            raise ValueError(
+                f"data.train: {len(train)} {self.row_name}(s) cannot be split into train and validation; "
+                f"add {self.row_name}s or give data.val."
+            )
+        parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
+        return parts["train"], parts["test"]
+
+    def _make_tokenizer(self, train: datasets.Dataset) -> PreTrainedTokenizerBase:
+        """The tokenizer, given or trained on ``train`` (after the data filters), ready for the layout."""
+        return self._get_tokenizer(train)
+
+    def _build_split(self, split: str, rows: datasets.Dataset, plugins: list[Plugin], first: int = 0) -> None:
+        """``rows`` through the ``process_text`` of ``plugins`` (the first at ``first`` in the run order), then
+        weighed (the training split) and laid out into ``datasets[split]``."""
+        rows = self._apply_text_plugins(rows, split, plugins, first=first)
+        self._check_processed(rows, split)
+        if split == "train":
+            self.train_weights = self._sample_weights(rows, plugins)
+        self.datasets[split] = self._make_dataset(rows, split)
+
+    def _check_processed(self, rows: datasets.Dataset, split: str) -> None:
+        """Check or note a split's rows after the data-stage plugins (nothing here)."""
+
+    def _make_dataset(self, rows: datasets.Dataset, split: str) -> Dataset:
+        """The split's rows laid out for the loader (tokenized, packed or padded)."""
+        raise NotImplementedError
+
+    def split_key(self, split: str) -> str:
+        """The recipe key of the files a split was read from (a held-out validation split: ``data.train``)."""
+        if split == "test":
+            return "data.test"
+        return "data.val" if split == "val" and self.val_files is not None else "data.train"
 
     # -- shared building blocks ------------------------------------------------------------------
 
@@ -217,13 +356,12 @@ class BaseTextData(LightningDataModule):
     def data_files(self) -> dict[str, list[Path]]:
         """The files each split reads, globs expanded: ``{"data.train": [...], "data.val": [...]}``.
 
-        The run's record (`lmforge.runtime.observe.RunConfig`) fingerprints them. Subclasses set
-        ``train_files``, ``val_files`` and ``test_files``.
+        The run's record (`lmforge.runtime.observe.RunConfig`) fingerprints them.
         """
         files = {"data.train": resolve_files(self.train_files, "data.train")}
         if self.val_files is not None:
             files["data.val"] = resolve_files(self.val_files, "data.val")
-        if getattr(self, "test_files", None) is not None:
+        if self.test_files is not None:
             files["data.test"] = resolve_files(self.test_files, "data.test")
         return files
 
@@ -233,7 +371,7 @@ class BaseTextData(LightningDataModule):
 
     def reads_test_split(self) -> bool:
         """Whether this run reads ``data.test``: it is given, and the trainer tests (or there is no trainer)."""
-        if getattr(self, "test_files", None) is None:
+        if self.test_files is None:
             return False
         return self.trainer is None or self.trainer.state.fn == "test"
 
@@ -247,8 +385,10 @@ class BaseTextData(LightningDataModule):
             return tokenizer_from_json(saved["tokenizer"], saved["tokenizer_config"])
         return None
 
-    def _get_tokenizer(self, train: datasets.Dataset, texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
-        """Load ``tokenizer.path`` or train one on ``texts`` (default: the ``text`` column of ``train``)."""
+    def _get_tokenizer(self, train: datasets.Dataset, texts: Iterable[str] | None = None,
+                       max_chars: int | None = None) -> PreTrainedTokenizerBase:
+        """Load ``tokenizer.path`` or train one on ``texts`` (default: the ``text`` column of ``train``), texts
+        longer than ``max_chars`` in pieces (`batched_text`)."""
         given = self._given_tokenizer()
         if given is not None:
             return given
@@ -256,14 +396,14 @@ class BaseTextData(LightningDataModule):
         training = spec.train or TokenizerTraining()
         objective = self._objective()
         algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
-        data_key = f"{train._fingerprint}:{self.max_document_chars}"
+        data_key = f"{train._fingerprint}:{max_chars}"
         directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, data_key)
         if directory.exists():
             cached = load_cached_tokenizer(directory)
             if cached is not None:
                 return cached
         log.info("Training a %s tokenizer (vocab_size=%d) on %d documents", algorithm, training.vocab_size, len(train))
-        texts = batched_text(train["text"] if texts is None else texts, max_chars=self.max_document_chars)
+        texts = batched_text(train["text"] if texts is None else texts, max_chars=max_chars)
         tokenizer = train_tokenizer(texts, training, algorithm)
         save_tokenizer_atomically(tokenizer, directory)
         return tokenizer

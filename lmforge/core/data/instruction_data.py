@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from lmforge.core.data.base import BaseTextData, fingerprint
+from lmforge.core.data.base import BaseTextData, ResumableSampler, fingerprint
 from lmforge.core.data.files import BUILDERS, DataFileError, read_rows, resolve_files
 from lmforge.core.data.instruction import (
     IGNORE_INDEX,
@@ -123,17 +122,13 @@ class InstructionData(BaseTextData):
     ) -> None:
         if max_length < 2:
             raise ValueError(f"data.max_length must be at least 2, got {max_length}.")
-        super().__init__(tokenizer, batch_size, num_workers, cache_dir, seed)
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
+        super().__init__(train=train, val=val, test=None, val_fraction=val_fraction, tokenizer=tokenizer,
+                         batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, seed=seed)
         for key, value, choices in (("shape", shape, ("auto", "messages", "prompt_response")),
                                     ("long_examples", long_examples, ("truncate", "drop", "error")),
                                     ("layout", layout, ("packed", "padded"))):
             if value not in choices:
                 raise ValueError(f"data.{key} must be one of {list(choices)}, got {value!r}.")
-        self.train_files = [train] if isinstance(train, str) else list(train)
-        self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
-        self.val_fraction = val_fraction
         self.shape = shape
         self.messages_column = messages_column
         self.prompt_column = prompt_column
@@ -150,26 +145,17 @@ class InstructionData(BaseTextData):
         self.val_conversations: list[list[Message]] = []
         self.datasets: dict[str, PackedExamples | PaddedExamples] = {}
 
-    # -- Lightning hooks -------------------------------------------------------------------------
+    # -- loaders ---------------------------------------------------------------------------------
 
-    def train_dataloader(self) -> DataLoader:
-        data = self.datasets["train"]
+    def _collate(self) -> PackCollate | PadCollate:
+        return (PackCollate if self.layout == "packed" else PadCollate)(self.pad_token_id)
+
+    def _sampler(self, data: PackedExamples | PaddedExamples, rank: int, world_size: int) -> ResumableSampler:
+        """Padded examples in length-grouped batches (packed blocks as `BaseTextData._sampler`)."""
         if self.layout == "packed":
-            return self._train_loader(data, PackCollate(self.pad_token_id))
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = LengthGroupedSampler(data.lengths, self.batch_size, self.seed, rank, world,
-                                       weights=self.train_weights)
-        if self._resume_batches:  # a mid-epoch checkpoint: continue after the batches it had trained on
-            sampler.skip_batches, self._resume_batches = self._resume_batches, 0
-        return self._loader(data, PadCollate(self.pad_token_id), sampler=sampler, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        collate = PackCollate if self.layout == "packed" else PadCollate
-        return self._loader(self.datasets["val"], collate(self.pad_token_id), shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+            return super()._sampler(data, rank, world_size)
+        return LengthGroupedSampler(data.lengths, self.batch_size, self.seed, rank, world_size,
+                                    weights=self.train_weights)
 
     @property
     def pad_token_id(self) -> int:
@@ -179,25 +165,19 @@ class InstructionData(BaseTextData):
 
     # -- building --------------------------------------------------------------------------------
 
-    def _build(self) -> None:
-        if self.datasets:
-            return
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        self._check_objective()
-        if hasattr(module, "check_data"):
-            module.check_data(self)  # max_length beyond the model's positions fails before any file is read
-        raw = self._load_splits()
-        self.tokenizer = self._get_tokenizer(raw["train"], _contents(raw["train"]))
-        self.template = chat_template_for(self.tokenizer, self.chat_template)
-        self.tokenizer.chat_template = self.template  # saved with the run's tokenizer
-        plugins = self._plugins()
-        for split in ("train", "val"):
-            rows = self._apply_text_plugins(raw[split], split, plugins)
-            if split == "train":
-                self.train_weights = self._sample_weights(rows, plugins)
-            else:
-                self.val_conversations = list(rows["messages"])
-            self.datasets[split] = self._layout(self._encode(rows, split), split)
+    def _make_tokenizer(self, train: datasets.Dataset) -> PreTrainedTokenizerBase:
+        """The tokenizer with the chat template set (saved with the run's tokenizer)."""
+        tokenizer = self._get_tokenizer(train, _contents(train))
+        self.template = chat_template_for(tokenizer, self.chat_template)
+        tokenizer.chat_template = self.template
+        return tokenizer
+
+    def _check_processed(self, rows: datasets.Dataset, split: str) -> None:
+        if split == "val":
+            self.val_conversations = list(rows["messages"])
+
+    def _make_dataset(self, rows: datasets.Dataset, split: str) -> PackedExamples | PaddedExamples:
+        return self._layout(self._encode(rows, split), split)
 
     def _check_objective(self) -> None:
         objective = self._objective()
@@ -207,9 +187,6 @@ class InstructionData(BaseTextData):
                 f"data: InstructionData trains a causal LM on instruction/response examples, but model.objective "
                 f"{type(objective).__name__} builds an {auto_model}; use a causal LM objective."
             )
-
-    def _key(self, split: str) -> str:
-        return "data.val" if split == "val" and self.val_files is not None else "data.train"
 
     def _resolved_shape(self, files: list[Path]) -> str:
         if self.shape != "auto":
@@ -253,19 +230,9 @@ class InstructionData(BaseTextData):
             raise DataFileError(f"{key}: no row can be trained on; fix {what}.")
         return kept
 
-    def _load_splits(self) -> dict[str, datasets.Dataset]:
-        train = self._read(self.train_files, "data.train")
-        if self.val_files is not None:
-            return {"train": train, "val": self._read(self.val_files, "data.val")}
-        if len(train) < 2:
-            raise ValueError(f"data.train: {len(train)} row(s) cannot be split into train and validation; add rows "
-                             "or give data.val.")
-        parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
-        return {"train": parts["train"], "val": parts["test"]}
-
     def _encode(self, rows: datasets.Dataset, split: str) -> datasets.Dataset:
         """Tokenize, then apply ``long_examples`` to the examples longer than ``max_length``."""
-        tokenizer, key = self.tokenizer, self._key(split)
+        tokenizer, key = self.tokenizer, self.split_key(split)
         encoded = rows.map(
             _Encode(tokenizer, self.template), batched=True, remove_columns=rows.column_names,
             new_fingerprint=fingerprint(rows._fingerprint, tokenizer.backend_tokenizer.to_str(), self.template,

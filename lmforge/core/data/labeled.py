@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from torch.utils.data import DataLoader
 
 from lmforge.core.data.base import BaseTextData, fingerprint
 from lmforge.core.data.files import DataFileError, read_rows, resolve_files
@@ -305,15 +304,10 @@ class LabeledTextData(BaseTextData):
     ) -> None:
         if max_length < 2:
             raise ValueError(f"data.max_length must be at least 2, got {max_length}.")
-        super().__init__(tokenizer, batch_size, num_workers, cache_dir, seed)
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
+        super().__init__(train=train, val=val, test=test, val_fraction=val_fraction, tokenizer=tokenizer,
+                         batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, seed=seed)
         if labels is not None and len(set(labels)) != len(labels):
             raise ValueError(f"data.labels must not repeat a name, got {labels}.")
-        self.train_files = [train] if isinstance(train, str) else list(train)
-        self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
-        self.test_files = [test] if isinstance(test, str) else (list(test) if test is not None else None)
-        self.val_fraction = val_fraction
         self.text_column = text_column
         self.text_pair_column = text_pair_column
         self.label_column = label_column
@@ -323,22 +317,8 @@ class LabeledTextData(BaseTextData):
         self.labels: LabelInfo | None = None
         self.datasets: dict[str, datasets.Dataset] = {}
 
-    # -- Lightning hooks -------------------------------------------------------------------------
-
-    def train_dataloader(self) -> DataLoader:
-        return self._train_loader(self.datasets["train"], self._collate())
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], self._collate(), shuffle=False)
-
     def _collate(self) -> _Collate:
         return _Collate(self.tokenizer.pad_token_id, token_labels=self.labels.kind == "tags")
-
-    def test_dataloader(self) -> DataLoader:
-        """The test split when ``data.test`` is given, else the validation split."""
-        if "test" in self.datasets:
-            return self._loader(self.datasets["test"], self._collate(), shuffle=False)
-        return self.val_dataloader()
 
     def save_with_run(self, run_dir: Path) -> None:
         super().save_with_run(run_dir)
@@ -348,35 +328,44 @@ class LabeledTextData(BaseTextData):
 
     # -- building --------------------------------------------------------------------------------
 
-    def _build(self) -> None:
-        if self.datasets:
-            return
-        self._check_objective()
-        raw = self._load_splits()
+    def _load_splits(self) -> dict[str, datasets.Dataset]:
+        """The splits, their labels checked against the training split's (which set ``labels``)."""
+        raw = super()._load_splits()
         kind = _kind(raw["train"])
         names = self._label_names(raw["train"], kind)
-        if self.reads_test_split():
-            raw["test"] = self._read(self.test_files, "data.test")
-            _check_kind(raw["train"], raw["test"], "data.test")
         for split in raw:
-            _check_rows(raw[split], kind, names, self._key(split), self.fixed_labels is not None)
-        plugins = self._plugins()
-        train, filters = self._filtered_train(raw["train"], plugins)
-        self.tokenizer = self._get_tokenizer(train, self._tokenizer_texts(train, kind))
-        self._ensure_pad_token()
-        info = LabelInfo(kind=kind, names=names)
-        for split in raw:
-            if split == "train":
-                rows = self._apply_text_plugins(train, split, plugins[filters:], first=filters)
-            else:
-                rows = self._apply_text_plugins(raw[split], split, plugins)
-            _check_rows(rows, kind, names, f"{self._key(split)} (after the data-stage plugins)", True)
-            if split == "train":
-                self.train_weights = self._sample_weights(rows, plugins)
-            info.counts[split] = _count(rows["label"], kind)
-            log.info("%s: %d examples; labels %s", split, len(rows), info.counts[split] or "(regression)")
-            self.datasets[split] = self._encode(rows, info, split)
-        self.labels = info
+            _check_rows(raw[split], kind, names, self.split_key(split), self.fixed_labels is not None)
+        self.labels = LabelInfo(kind=kind, names=names)
+        return raw
+
+    def _check_split(self, train: datasets.Dataset, rows: datasets.Dataset, key: str) -> None:
+        _check_kind(train, rows, key)
+
+    def _hold_out(self, train: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
+        """Stratified by label for single-label data."""
+        kind = _kind(train)
+        keys = [str(v) for v in train["label"]] if kind == "class" else ["all"] * len(train)
+        train_rows, val_rows = stratified_split(keys, self.val_fraction, self.seed)
+        if not val_rows or not train_rows:
+            raise ValueError(
+                f"data.val_fraction={self.val_fraction} of {len(train)} training rows leaves "
+                f"{len(train_rows)} for training and {len(val_rows)} for validation; change it or give data.val."
+            )
+        return train.select(train_rows), train.select(val_rows)
+
+    def _make_tokenizer(self, train: datasets.Dataset) -> PreTrainedTokenizerBase:
+        tokenizer = self._get_tokenizer(train, self._tokenizer_texts(train, self.labels.kind))
+        _ensure_pad_token(tokenizer)
+        return tokenizer
+
+    def _check_processed(self, rows: datasets.Dataset, split: str) -> None:
+        info = self.labels
+        _check_rows(rows, info.kind, info.names, f"{self.split_key(split)} (after the data-stage plugins)", True)
+        info.counts[split] = _count(rows["label"], info.kind)
+        log.info("%s: %d examples; labels %s", split, len(rows), info.counts[split] or "(regression)")
+
+    def _make_dataset(self, rows: datasets.Dataset, split: str) -> datasets.Dataset:
+        return self._encode(rows, self.labels, split)
 
     def _check_objective(self) -> None:
         objective = self._objective()
@@ -386,11 +375,6 @@ class LabeledTextData(BaseTextData):
                 "trains on packed text; use a classification objective (SequenceClassification, "
                 "TokenClassification) or data.class_path: lmforge.core.data.TextData."
             )
-
-    def _key(self, split: str) -> str:
-        if split == "test":
-            return "data.test"
-        return "data.val" if split == "val" and self.val_files is not None else "data.train"
 
     def _read(self, files: list[str], key: str) -> datasets.Dataset:
         columns = {self.text_column: "data.text_column", self.label_column: "data.label_column"}
@@ -413,22 +397,6 @@ class LabeledTextData(BaseTextData):
             # Word lists are "tokens", so a plugin that rewrites "text" cannot silently misalign the tags.
             rows = rows.rename_column("text", "tokens")
         return rows
-
-    def _load_splits(self) -> dict[str, datasets.Dataset]:
-        train = self._read(self.train_files, "data.train")
-        if self.val_files is not None:
-            val = self._read(self.val_files, "data.val")
-            _check_kind(train, val, "data.val")
-            return {"train": train, "val": val}
-        kind = _kind(train)
-        keys = [str(v) for v in train["label"]] if kind == "class" else ["all"] * len(train)
-        train_rows, val_rows = stratified_split(keys, self.val_fraction, self.seed)
-        if not val_rows or not train_rows:
-            raise ValueError(
-                f"data.val_fraction={self.val_fraction} of {len(train)} training rows leaves "
-                f"{len(train_rows)} for training and {len(val_rows)} for validation; change it or give data.val."
-            )
-        return {"train": train.select(train_rows), "val": train.select(val_rows)}
 
     def _label_names(self, train: datasets.Dataset, kind: LabelKind) -> list[str]:
         found = label_names(train["label"], kind)
@@ -455,17 +423,6 @@ class LabeledTextData(BaseTextData):
         for column in ["text", "text_pair"] if self.text_pair_column is not None else ["text"]:
             yield from train[column]
 
-    def _ensure_pad_token(self) -> None:
-        tok = self.tokenizer
-        if tok.pad_token_id is not None:
-            return
-        if tok.eos_token is None:
-            raise ValueError("data.tokenizer: the tokenizer has neither a pad nor an end-of-text token, and batches "
-                             "need padding; add a pad token to its tokenizer_config.json.")
-        warnings.warn(f"data.tokenizer has no pad token; padding with its end-of-text token {tok.eos_token!r} "
-                      "(the usual choice for GPT-2 style models).", stacklevel=2)
-        tok.pad_token = tok.eos_token
-
     def _encode(self, rows: datasets.Dataset, info: LabelInfo, split: str) -> datasets.Dataset:
         tokenizer = self.tokenizer
         pair = self.text_pair_column is not None
@@ -482,6 +439,18 @@ class LabeledTextData(BaseTextData):
             log.warning("%s: %d of %d examples reach data.max_length=%d; %s.", split, cut, len(encoded),
                         self.max_length, what)
         return encoded
+
+
+def _ensure_pad_token(tok: PreTrainedTokenizerBase) -> None:
+    """Give ``tok`` a pad token (its end-of-text token, with a warning) when it has none."""
+    if tok.pad_token_id is not None:
+        return
+    if tok.eos_token is None:
+        raise ValueError("data.tokenizer: the tokenizer has neither a pad nor an end-of-text token, and batches "
+                         "need padding; add a pad token to its tokenizer_config.json.")
+    warnings.warn(f"data.tokenizer has no pad token; padding with its end-of-text token {tok.eos_token!r} "
+                  "(the usual choice for GPT-2 style models).", stacklevel=2)
+    tok.pad_token = tok.eos_token
 
 
 def _kind(rows: datasets.Dataset) -> LabelKind:

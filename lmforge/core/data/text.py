@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,6 +136,8 @@ class TextData(BaseTextData):
             training documents, in file order.
     """
 
+    row_name = "document"
+
     def __init__(
         self,
         train: str | list[str],
@@ -158,13 +160,8 @@ class TextData(BaseTextData):
             raise ValueError(f"data.max_document_chars must be at least 1 (or null), got {max_document_chars}.")
         if block_size < 2:
             raise ValueError(f"data.block_size must be at least 2, got {block_size}.")
-        super().__init__(tokenizer, batch_size, num_workers, cache_dir, seed)
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}.")
-        self.train_files = [train] if isinstance(train, str) else list(train)
-        self.val_files = [val] if isinstance(val, str) else (list(val) if val is not None else None)
-        self.test_files = [test] if isinstance(test, str) else (list(test) if test is not None else None)
-        self.val_fraction = val_fraction
+        super().__init__(train=train, val=val, test=test, val_fraction=val_fraction, tokenizer=tokenizer,
+                         batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, seed=seed)
         self.text_column = text_column
         self.block_size = block_size
         self.max_document_chars = max_document_chars
@@ -182,65 +179,39 @@ class TextData(BaseTextData):
         self.streaming_tokenizer_documents = streaming_tokenizer_documents
         self.datasets: dict[str, PackedBlocks] = {}
 
-    # -- Lightning hooks -------------------------------------------------------------------------
+    # -- loaders ---------------------------------------------------------------------------------
 
     def train_dataloader(self) -> DataLoader:
         if self.streaming:
             return self._stream_loader()
-        return self._train_loader(self.datasets["train"], _collate_batch)
+        return super().train_dataloader()
+
+    def _collate(self) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        return _collate_batch
 
     def _stream_loader(self) -> StreamingLoader:
         """Blocks read, tokenized and packed on the fly; each (rank, worker) reads its own part of the files."""
         from lmforge.core.data.streaming import StreamingBlocks, StreamingLoader  # torchdata only for streaming runs
 
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         blocks = StreamingBlocks(resolve_files(self.train_files, "data.train"),
                                  _TokenizeTexts(self.tokenizer, self.max_document_chars), self.block_size,
-                                 self.text_column, rank, world, skip_bad_rows=self.skip_bad_lines)
+                                 self.text_column, *self._rank_world(), skip_bad_rows=self.skip_bad_lines)
         # A batch may hold fewer blocks at the end of a worker's stream: no block is dropped. Workers are not
         # persistent: each epoch starts them anew, so a position restored for one epoch cannot leak into the next.
-        return StreamingLoader(blocks, trainer, batch_size=self.batch_size, num_workers=self.num_workers,
+        return StreamingLoader(blocks, self.trainer, batch_size=self.batch_size, num_workers=self.num_workers,
                                pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(self.seed))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], _collate_batch, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """The test split when ``data.test`` is given, else the validation split."""
-        if "test" in self.datasets:
-            return self._loader(self.datasets["test"], _collate_batch, shuffle=False)
-        return self.val_dataloader()
 
     # -- building --------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        if self.datasets:
-            return
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if hasattr(module, "check_data"):
-            module.check_data(self)  # settings the model cannot take fail before any file is read
-        if self.streaming:
+        if not self.streaming:
+            super()._build()
+        elif not self.datasets:
+            self._check_model()
             self._build_streaming()
-            return
-        raw = self._load_splits()
-        plugins = self._plugins()
-        train, filters = self._filtered_train(raw["train"], plugins)
-        self.tokenizer = self._get_tokenizer(train)
-        for split in ("train", "val"):
-            if split == "train":
-                docs = self._apply_text_plugins(train, split, plugins[filters:], first=filters)
-            else:
-                docs = self._apply_text_plugins(raw[split], split, plugins)
-            if split == "train":
-                self.train_weights = self._sample_weights(docs, plugins)
-            self.datasets[split] = self._layout(docs, split)
-        self._build_test(plugins)
 
-    def _build_test(self, plugins: list) -> None:
-        if self.reads_test_split():
-            test = self._apply_text_plugins(self._read(self.test_files, "data.test"), "test", plugins)
-            self.datasets["test"] = self._layout(test, "test")
+    def _make_tokenizer(self, train: datasets.Dataset) -> PreTrainedTokenizerBase:
+        return self._get_tokenizer(train, max_chars=self.max_document_chars)
 
     def _build_streaming(self) -> None:
         """The tokenizer and the validation split; the training split is read while training (`_stream_loader`)."""
@@ -253,11 +224,11 @@ class TextData(BaseTextData):
                 f"recipe has {', '.join(unsupported)}. Set data.streaming to false, or remove those plugins."
             )
         given = self._given_tokenizer()  # only a tokenizer to train needs the sample read
-        self.tokenizer = given if given is not None else self._get_tokenizer(
+        self.tokenizer = given if given is not None else self._make_tokenizer(
             self._tokenizer_sample(resolve_files(self.train_files, "data.train")))
-        val = self._read(self.val_files, "data.val")
-        self.datasets["val"] = self._layout(self._apply_text_plugins(val, "val", plugins), "val")
-        self._build_test(plugins)
+        self._build_split("val", self._read(self.val_files, "data.val"), plugins)
+        if self.reads_test_split():
+            self._build_split("test", self._read(self.test_files, "data.test"), plugins)
 
     def _tokenizer_sample(self, files: list[Path]) -> datasets.Dataset:
         """The first ``streaming_tokenizer_documents`` training documents, which a tokenizer to train is trained
@@ -280,17 +251,8 @@ class TextData(BaseTextData):
         return documents_dataset(resolve_files(files, key), key=key, text_column=self.text_column,
                                  cache_dir=str(self.cache_dir / "datasets"), skip_bad_lines=self.skip_bad_lines)
 
-    def _load_splits(self) -> dict[str, datasets.Dataset]:
-        train = self._read(self.train_files, "data.train")
-        if self.val_files is not None:
-            return {"train": train, "val": self._read(self.val_files, "data.val")}
-        if len(train) < 2:
-            raise ValueError(
-                f"data.train: {len(train)} document(s) cannot be split into train and validation; "
-                "add documents or give data.val."
-            )
-        parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
-        return {"train": parts["train"], "val": parts["test"]}
+    def _make_dataset(self, rows: datasets.Dataset, split: str) -> PackedBlocks:
+        return self._layout(rows, split)
 
     def _layout(self, docs: datasets.Dataset, split: str) -> PackedBlocks:
         tokenizer = self.tokenizer
@@ -306,8 +268,7 @@ class TextData(BaseTextData):
         flat = np.asarray(column.combine_chunks().flatten(), dtype=np.int64) if len(tokens) else np.zeros(0)
         blocks, _, dropped = pack_flat(flat, lengths, self.block_size)
         if len(blocks) == 0:
-            key = {"test": "data.test"}.get(split, "data.train" if split == "train" or self.val_files is None
-                                            else "data.val")
+            key = self.split_key(split)
             files = {"data.train": self.train_files, "data.val": self.val_files, "data.test": self.test_files}[key]
             raise ValueError(
                 f"{key}: the {split} split of {files} has {len(flat)} tokens, fewer than one block of "

@@ -314,8 +314,8 @@ def test_a_text_plugin_on_word_lists_names_the_missing_column(tmp_path: Path) ->
     rows = [{"tokens": ["Quito", "in", "May"], "tags": ["B-LOC", "O", "B-DATE"]}] * 8
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     data = LabeledTextData(train=str(train), val=str(train), text_column="tokens", label_column="tags",
-                           tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)),
-                           cache_dir=str(tmp_path / "cache"))
+                           tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)), max_length=32,
+                           cache_dir=str(tmp_path / "cache"))  # within TINY_BERT's 64 positions
 
     class NeedsText(Augmenter):
         def process_text(self, examples, rng):
