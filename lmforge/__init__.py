@@ -6,6 +6,6 @@ transformers) load only when the modules that need them do.
 
 from lmforge import _compat
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _compat.install()  # lmforge 0.1's import paths, until 0.3 (see lmforge/_compat.py)

@@ -44,7 +44,8 @@ REMOVED_IN = "0.3"
 
 def _warn(old: str, new: str) -> None:
     warnings.warn(f"{old} moved to {new} in lmforge 0.2; the old path works until lmforge {REMOVED_IN}. "
-                  "Update the recipe or import.", DeprecationWarning, stacklevel=3)
+                  "Update the recipe or import (docs/architecture.md, 'Paths that moved in 0.2').",
+                  DeprecationWarning, stacklevel=3)
 
 
 def moved_attribute(module: str, name: str) -> Any:

@@ -42,7 +42,7 @@ class ScaffoldError(ValueError):
 
 
 def lmforge_requirement(version: str | None = None) -> str:
-    """``lmforge>=0.1,<0.2`` for lmforge 0.1.x: the releases that keep this one's plugin contract.
+    """``lmforge>=0.2,<0.3`` for lmforge 0.2.x: the releases that keep this one's plugin contract.
 
     Before 1.0 a minor release may change the contract; from 1.0 on, only a major one.
     """

@@ -156,8 +156,9 @@ class StepContext:
         if objective is not None and not isinstance(objective, Objective):  # 0.1: StepContext(batch, out, loss, model)
             model, objective = objective, None
         if objective is None and model is not None:
-            warnings.warn("StepContext(model=...) is deprecated: pass objective=, step=, backbone= and forward=; "
-                          "see docs/plugins.md, 'Migrating to lmforge 0.2'.", DeprecationWarning, stacklevel=2)
+            warnings.warn("StepContext(model=...) is deprecated and goes in lmforge 0.3: pass objective=, step=, "
+                          "backbone= and forward=; see docs/plugins.md, 'Migrating to lmforge 0.2'.",
+                          DeprecationWarning, stacklevel=2)
             objective, step = model.objective, int(getattr(model, "global_step", 0))
             backbone = getattr(model, "backbone", None)
         if objective is None:

@@ -16,7 +16,7 @@ else keeps working; a recipe that names a broken plugin fails at parse time
 with that error.
 
 Versions: a plugin package states the lmforge versions it supports in its own
-requirements (``dependencies = ["lmforge>=0.1,<0.2"]`` in its pyproject.toml,
+requirements (``dependencies = ["lmforge>=0.2,<0.3"]`` in its pyproject.toml,
 ``Requires-Dist`` in its metadata). When the installed lmforge falls outside
 that range the package's plugins are not imported and are listed as broken,
 naming both versions: its hooks were written against another contract, and

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from lmforge import __version__
 from lmforge.cli.main import main
 from lmforge.cli.plugin_docs import init_arguments
 from lmforge.cli.plugin_docs import describe_plugin
@@ -22,7 +23,7 @@ def test_list_by_kind_shows_distribution_version_and_summary(capsys):
     assert code == 0
     lines = out.splitlines()
     rdrop = next(line for line in lines if " RDrop " in line)
-    assert rdrop.split()[:4] == ["regularizer", "RDrop", "lmforge", "0.1.0"]
+    assert rdrop.split()[:4] == ["regularizer", "RDrop", "lmforge", __version__]
     assert "symmetric KL between two dropout passes" in rdrop
     assert not any(line.startswith("augmenter") for line in lines)
 
@@ -37,7 +38,7 @@ def test_list_shows_declared_metadata_under_a_plugin(capsys):
 def test_show_prints_metadata_hooks_arguments_and_a_recipe_snippet(capsys):
     code, out, _ = run(capsys, "show", "TokenNoise")
     assert code == 0
-    assert out.startswith("TokenNoise  (augmenter, from lmforge 0.1.0)\nclass: "
+    assert out.startswith(f"TokenNoise  (augmenter, from lmforge {__version__})\nclass: "
                           "lmforge.plugins.augmenters.token_noise.TokenNoise\n")
     assert out.count("objectives:") == 1 and "objectives: any" in out
     # The hooks' stages and times come from the one hook table.

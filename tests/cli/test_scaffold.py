@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from packaging.version import Version
 
+from lmforge import __version__
 from lmforge.cli.main import main
 from lmforge.cli.scaffold import ScaffoldError, add_entry_point, add_to_package, lmforge_requirement, write_package
 from lmforge.core.registry import GROUPS, registry
@@ -34,7 +36,8 @@ def test_a_package_of_each_kind_is_written_with_its_entry_point(kind, tmp_path):
         "src/lmforge_zeta_thing/zeta_thing.py", "tests/test_zeta_thing.py"]
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     assert project["name"] == "lmforge-zeta-thing"
-    assert project["dependencies"] == ["lmforge>=0.1,<0.2"]
+    this = Version(__version__)  # before 1.0 a minor release may change the plugin contract
+    assert project["dependencies"] == [f"lmforge>={this.major}.{this.minor},<{this.major}.{this.minor + 1}"]
     assert project["entry-points"][GROUPS[kind]] == {"ZetaThing": "lmforge_zeta_thing.zeta_thing:ZetaThing"}
     source = (root / "src" / "lmforge_zeta_thing" / "zeta_thing.py").read_text()
     compile(source, "zeta_thing.py", "exec")
@@ -153,7 +156,7 @@ def test_the_command_refuses_bad_names_kinds_and_directories(tmp_path, capsys):
     assert main(["plugins", "new", "regularizer", "zloss", "--dir", str(tmp_path / "a")]) == 2
     assert "NAME must be a Python class name in CamelCase" in capsys.readouterr().err
     assert main(["plugins", "new", "regularizer", "RDrop", "--dir", str(tmp_path / "b")]) == 2
-    assert "regularizer 'RDrop' already exists (lmforge 0.1.0)" in capsys.readouterr().err
+    assert f"regularizer 'RDrop' already exists (lmforge {__version__})" in capsys.readouterr().err
     assert main(["plugins", "new", "regularizer", "Fine", "--dir", str(tmp_path / "full")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     with pytest.raises(ScaffoldError, match="KIND must be one of"):

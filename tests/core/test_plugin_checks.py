@@ -16,6 +16,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from tiny import TINY_GPT2, text_data
 
+from lmforge import __version__
 from lmforge.core.data.tokenizer import TokenizerTraining
 from lmforge.core.module import LanguageModel, NonFiniteLossError, named_terms
 from lmforge.core.plugin_checks import (
@@ -77,7 +78,7 @@ def test_a_registered_plugin_is_named_with_its_distribution():
         model(regularizers=[Rdropish()])
     from lmforge.core.registry import describe
 
-    assert describe(RDrop) == "RDrop (from lmforge 0.1.0)"
+    assert describe(RDrop) == f"RDrop (from lmforge {__version__})"
 
 
 def test_requirements_are_checked_against_the_recipe():
@@ -106,8 +107,8 @@ def test_conflicting_plugins_are_refused_naming_both():
         model(regularizers=[RDrop(), hp.NoDropout()])
     assert str(excinfo.value) == (
         f"NoDropout (model.regularizers[1]; {HERE.format('NoDropout')}) cannot be combined with RDrop "
-        "(model.regularizers[0]; from lmforge 0.1.0): NoDropout declares conflicts_with=('RDrop',). Remove one of "
-        "them from the recipe."
+        f"(model.regularizers[0]; from lmforge {__version__}): NoDropout declares conflicts_with=('RDrop',). "
+        "Remove one of them from the recipe."
     )
 
 

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
+from lmforge import __version__
 from lmforge.core.registry import ALLOW_ENV, AUTOLOAD_ENV, registry
 
 PLUGIN_MODULE = '''
@@ -209,11 +211,16 @@ def _write_requirement(root: Path, name: str, version: str, requirement: str) ->
     metadata_file.write_text(metadata_file.read_text() + f"Requires-Dist: {requirement}\n")
 
 
+_RELEASE = Version(__version__)
+#: The installed lmforge's minor release and the next one (``0.2`` and ``0.3`` for lmforge 0.2.0).
+THIS, NEXT = f"{_RELEASE.major}.{_RELEASE.minor}", f"{_RELEASE.major}.{_RELEASE.minor + 1}"
+
+
 @pytest.mark.parametrize(("requirement", "refused"), [
-    ("lmforge>=0.1,<0.2", None),
+    (f"lmforge>={THIS},<{NEXT}", None),
     ("lmforge", None),
-    ("LMForge>=0.2", ">=0.2"),
-    ("lmforge<0.1", "<0.1"),
+    (f"LMForge>={NEXT}", f">={NEXT}"),
+    (f"lmforge<{THIS}", f"<{THIS}"),
     ('lmforge>=9; extra == "dev"', None),  # an optional extra's requirement does not count
     ("torch>=1.0", None),
 ])
@@ -229,8 +236,8 @@ def test_a_distribution_for_another_lmforge_version_is_broken_naming_both_versio
     assert ("FakeL3Penalty" in reg.names("regularizer")) is (refused is None)
     if refused is not None:
         [bad] = _broken("FakeL3Penalty")
-        assert bad.error == (f"requires lmforge{refused} but lmforge 0.1.0 is installed. Install a release of "
-                             f"fakeplug that supports lmforge 0.1.0 (`pip install -U fakeplug`), or "
+        assert bad.error == (f"requires lmforge{refused} but lmforge {__version__} is installed. Install a release "
+                             f"of fakeplug that supports lmforge {__version__} (`pip install -U fakeplug`), or "
                              f"lmforge{refused}")
         assert "fakeplug_mod" not in sys.modules  # not even imported
 
@@ -308,11 +315,11 @@ def test_a_recipe_naming_a_plugin_for_another_lmforge_fails_at_parse_time(
         [lmforge.regularizers]
         FakeL3Penalty = fakeplug_mod:FakeL3Penalty
         """, fakeplug_mod=PLUGIN_MODULE)
-    _write_requirement(tmp_path, "fakeplug", "1.2.3", "lmforge>=0.2,<0.3")
+    _write_requirement(tmp_path, "fakeplug", "1.2.3", f"lmforge>={NEXT}")
     registry(refresh=True)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["lmforge"])
     with pytest.raises(SystemExit):
         main(["fit", "--config", "quickstart", "--model.regularizers+=FakeL3Penalty", "--trainer.logger", "false"])
     assert ("model.regularizers: regularizer 'FakeL3Penalty' from fakeplug 1.2.3 is installed but broken: requires "
-            "lmforge>=0.2,<0.3 but lmforge 0.1.0 is installed.") in capsys.readouterr().err
+            f"lmforge>={NEXT} but lmforge {__version__} is installed.") in capsys.readouterr().err

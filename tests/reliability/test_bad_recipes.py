@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from reliability_kit import digests, lmforge, nothing_tokenized
 
+from lmforge import __version__
+
 CASES = {
     "unknown key": (
         "data:\n  init_args:\n    batch_sise: 4\n",
@@ -57,7 +59,8 @@ CASES = {
         "model:\n  regularizers:\n    - class_path: lmforge_gone_plugins.penalties.L2Penalty\n",
         ["model.regularizers: lmforge_gone_plugins.penalties.L2Penalty cannot be imported (No module named "
          "'lmforge_gone_plugins'); the installed regularizer 'L2Penalty' is "
-         "lmforge.plugins.regularizers.l2_penalty.L2Penalty from lmforge 0.1.0: name it `class_path: L2Penalty`."],
+         f"lmforge.plugins.regularizers.l2_penalty.L2Penalty from lmforge {__version__}: name it "
+         "`class_path: L2Penalty`."],
     ),
     "plugin argument that does not exist": (
         "model:\n  regularizers:\n    - class_path: L2Penalty\n      init_args: {wieght: 0.1}\n",
