@@ -23,8 +23,8 @@ only the steps after ``--warmup`` count. Ratios are medians of per-round ratios 
 and max): the CPUs here are shared and noisy, and alternation is what makes them comparable.
 Every process runs torch with one intra-op thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)).
 
-Also measured: startup (command to first training step; ``lmforge plugins``; ``lmforge --help``),
-peak RSS, the data pipeline (TextData tokenize+pack vs the fast tokenizer called directly; the
+Also measured: startup (command to the first training step, in wall and in CPU seconds, and peak
+RSS, as ratios to the plain loop; ``lmforge plugins``; ``lmforge --help``), the data pipeline (TextData tokenize+pack vs the fast tokenizer called directly; the
 share of step time spent between one step's end and the next one's start, i.e. waiting for
 data), and with ``--scaling`` tokens/s and peak RSS for widths/depths doubling three times and
 for block sizes 64..512. Distillation step vs plain student step: benchmarks/distillation.py.
@@ -171,7 +171,9 @@ def steady(record: dict[str, Any], args: argparse.Namespace) -> dict[str, float]
     span = end[-1] - end[w - 1]
     steps = len(end) - w
     out = {"tokens_per_s": steps * args.batch_size * args.block_size / span, "step_ms": 1000 * span / steps,
-           "max_rss_mb": record["max_rss_mb"], "first_step_s": record["first_step_s"]}
+           "max_rss_mb": record["max_rss_mb"], "first_step_s": record["first_step_s"],
+           "first_step_cpu_s": record.get("first_step_cpu_s", float("nan")),
+           "first_step_rss_mb": record.get("first_step_rss_mb", float("nan"))}
     if start:  # wait = from a step's end to the next step's start (fetching the batch, and the loop's hooks)
         waits = [start[i] - end[i - 1] for i in range(w, len(end))]
         out["data_wait_share"] = sum(waits) / span
@@ -238,6 +240,8 @@ def worker_plain(args: argparse.Namespace, work: Path) -> None:
     for step in range(args.steps):
         if first is None:
             first = time.time()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            first_cpu, first_rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
         start.append(time.perf_counter())
         try:
             batch = next(it)
@@ -259,6 +263,7 @@ def worker_plain(args: argparse.Namespace, work: Path) -> None:
         end.append(time.perf_counter())
     # the plain loop's "start" is before the batch fetch, so its wait share is not comparable: left out
     write(args.result, {"start": [], "end": end, "first_step_s": first - float(os.environ["LMFORGE_PERF_T0"]),
+                        "first_step_cpu_s": first_cpu, "first_step_rss_mb": first_rss,
                         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
@@ -388,6 +393,12 @@ def throughput_of(arch: str, work: Path, args: argparse.Namespace) -> dict[str, 
              "plugins/bare": ("lmforge+plugins", "lmforge-bare")}
     ratios = {k: [r[a]["tokens_per_s"] / r[b]["tokens_per_s"] for r in rounds]
               for k, (a, b) in pairs.items() if a in runners and b in runners}
+    # Start-up: command to the first training step (wall and CPU seconds), and peak RSS, against the plain loop.
+    for a in ("lmforge", "lmforge-bare"):
+        if a in runners and "plain" in runners:
+            for key, label in (("first_step_s", "first step"), ("first_step_cpu_s", "first step cpu"),
+                               ("max_rss_mb", "peak RSS")):
+                ratios[f"{label} {a}/plain"] = [r[a][key] / r["plain"][key] for r in rounds]
     return {"rounds": rounds, "ratios": {k: summary(v) for k, v in ratios.items()}}
 
 

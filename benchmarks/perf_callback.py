@@ -3,7 +3,8 @@
 Writes ``{"start": [...], "end": [...]}`` (``time.perf_counter`` at each
 ``on_train_batch_start``/``on_train_batch_end``) to ``$LMFORGE_PERF_OUT`` when
 training ends, plus the peak RSS of the process and the time of the first step
-relative to ``$LMFORGE_PERF_T0`` (the launcher's clock, seconds since the epoch).
+relative to ``$LMFORGE_PERF_T0`` (the launcher's clock, seconds since the epoch), with the process's CPU
+seconds and peak RSS at that moment.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ class StepTimes(Callback):
         self.start: list[float] = []
         self.end: list[float] = []
         self.first_step_wall: float | None = None
+        self.first_step_cpu = self.first_step_rss = float("nan")
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self.first_step_wall is None:
             self.first_step_wall = time.time()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            self.first_step_cpu = usage.ru_utime + usage.ru_stime  # less disturbed by other load than wall time
+            self.first_step_rss = usage.ru_maxrss / 1024
         self.start.append(time.perf_counter())
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -38,6 +43,7 @@ class StepTimes(Callback):
         t0 = float(os.environ.get("LMFORGE_PERF_T0", "nan"))
         record = {"start": self.start, "end": self.end,
                   "first_step_s": (self.first_step_wall or float("nan")) - t0,
+                  "first_step_cpu_s": self.first_step_cpu, "first_step_rss_mb": self.first_step_rss,
                   "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         with open(os.environ["LMFORGE_PERF_OUT"], "w", encoding="utf-8") as f:
             json.dump(record, f)

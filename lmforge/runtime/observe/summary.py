@@ -9,6 +9,7 @@ metric the checkpoint callback monitors (``val/macro_f1`` for a classifier), the
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ class RunSummary(Callback):
             name = run_dir.parent.name if run_dir is not None else "model"
             next_commands.append(f"lmforge export {_shown(best)} {name}-model")
         if run_dir is not None and (run_dir / "metrics.csv").is_file():
-            next_commands.append(f"lmforge plot {_shown(run_dir)}")
+            plot = f"lmforge plot {_shown(run_dir)}"
+            next_commands.append(plot if importlib.util.find_spec("matplotlib") is not None
+                                 else f"pip install 'lmforge[plot]'; {plot}")
         if next_commands:
             lines.append("next:")
             lines += [f"  {command}" for command in next_commands]
