@@ -16,6 +16,7 @@ instruction set (lmforge:instructions/{train,val}.jsonl), with the sft-lora reci
     lmforge fit --config quickstart
     lmforge export runs/quickstart/version_0/checkpoints/last.ckpt models/sft-base
     python benchmarks/sft.py --base models/sft-base            # about 15 minutes on 2 quiet CPU cores
+    python benchmarks/sft.py --base models/sft-base --modules-to-save lm_head --skip-cost   # LoRA + embeddings
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-#: The sft-lora recipe's adapters.
+#: The sft-lora recipe's adapters (``--modules-to-save lm_head`` also trains the tied embedding/output matrix).
 LORA = dict(r=16, alpha=32.0, dropout=0.0, target_modules="all-linear")
 
 
@@ -52,7 +53,8 @@ def make_model(args: argparse.Namespace, mode: str, steps: int):
     from lmforge.core.module import LanguageModel
     from lmforge.plugins.objectives.causal_lm import CausalLM
 
-    lora = LoraSpec(**LORA) if mode == "lora" else None
+    settings = {**LORA, "modules_to_save": args.modules_to_save or None}
+    lora = LoraSpec(**settings) if mode == "lora" else None
     lr = args.lora_lr if mode == "lora" else args.full_lr
     return LanguageModel(
         Backbone(architecture=None, pretrained=args.base, lora=lora), CausalLM(),
@@ -194,12 +196,16 @@ def main() -> None:
     parser.add_argument("--lora-steps", type=int, default=600)
     parser.add_argument("--full-steps", type=int, default=600)
     parser.add_argument("--lora-lr", type=float, default=2e-3, help="the sft-lora recipe's")
-    parser.add_argument("--full-lr", type=float, default=3e-4)
+    parser.add_argument("--full-lr", type=float, default=1e-3)
+    parser.add_argument("--modules-to-save", nargs="*", default=[],
+                        help="LoRA's modules trained in full besides the adapters (the recipe's: none); lm_head "
+                             "trains gpt2's output layer and the input embeddings tied to it")
     parser.add_argument("--eval-examples", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--cost-steps", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--cost-repeats", type=int, default=8)
     parser.add_argument("--skip-learning", action="store_true")
+    parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -212,6 +218,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         if not args.skip_learning:
             learning(args, cache, Path(cache))
+        if args.skip_cost:
+            return
         times = step_times(args, cache)
         ratios = [f / lo for f, lo in zip(times["full"], times["lora"])]
         for mode in times:

@@ -62,7 +62,11 @@ class LoraSpec:
         use_dora: Weight-decomposed LoRA (DoRA, Liu et al. 2024).
         use_rslora: Rank-stabilised scaling, ``alpha / sqrt(r)`` (Kalajdzievski 2023).
         modules_to_save: Modules trained in full besides the adapters and saved with them (a new
-            classification head, e.g. ``[score]`` or ``[classifier]``).
+            classification head, e.g. ``[score]`` or ``[classifier]``; a causal LM's output layer,
+            ``[lm_head]``). A layer tied to the input embeddings (gpt2's and many small models' ``lm_head``)
+            trains as one matrix with them: ``peft`` (``ensure_weight_tying``) wraps both and ties the
+            trained copies. Naming the input embeddings of a tied model (gpt2's ``wte``) is refused: ``peft``
+            would train a copy of them that the output layer does not see.
     """
 
     r: int = 8
@@ -102,7 +106,7 @@ def lora_config(spec: LoraSpec, auto_model: str | None = None) -> LoraConfig:
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=target,
                       bias=spec.bias, use_dora=spec.use_dora, use_rslora=spec.use_rslora,
                       modules_to_save=list(spec.modules_to_save) if spec.modules_to_save else None,
-                      task_type=TASK_TYPES.get(auto_model or ""))
+                      ensure_weight_tying=bool(spec.modules_to_save), task_type=TASK_TYPES.get(auto_model or ""))
 
 
 def apply_lora(model: nn.Module, spec: LoraSpec, auto_model: str | None = None) -> nn.Module:
@@ -122,7 +126,15 @@ def apply_lora(model: nn.Module, spec: LoraSpec, auto_model: str | None = None) 
         with warnings.catch_warnings():
             # gpt2's Conv1D layers store W transposed; peft notices and sets fan_in_fan_out itself.
             warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")
+            # ensure_weight_tying is set whenever modules_to_save is; a classifier's head is tied to nothing.
+            warnings.filterwarnings("ignore", message="You have requested `ensure_weight_tying`")
+            _refuse_untied_embeddings(model, spec)
+            named = copy.copy(config.modules_to_save)
             inject_adapter_in_model(config, model)
+            # peft rewrites a tied output layer in modules_to_save as the input embeddings (gpt2: lm_head ->
+            # transformer.wte), a name that it ties again only for embed_tokens; keep the names given, so that
+            # the config saved with checkpoints and adapters rebuilds the same tied pair.
+            model.peft_config["default"].modules_to_save = named
     except ValueError as exc:
         if spec.target_modules is None:
             raise ValueError(f"{KEY}.target_modules: peft has no default layers to adapt for "
@@ -135,6 +147,29 @@ def apply_lora(model: nn.Module, spec: LoraSpec, auto_model: str | None = None) 
                              f"(e.g. '.*\\.{names[0]}').") from None
         raise
     return model
+
+
+def _refuse_untied_embeddings(model: nn.Module, spec: LoraSpec) -> None:
+    """Refuse ``modules_to_save`` naming the input embeddings of a model whose output layer shares their matrix:
+    ``peft`` ties the trained copies only when the output layer is named (it recognises ``lm_head`` and
+    ``embed_tokens``, not gpt2's ``wte``), and would otherwise train a copy the output layer never reads."""
+    config = getattr(model, "config", None)
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not spec.modules_to_save or output is None or not getattr(config, "tie_word_embeddings", False):
+        return
+    embeddings = model.get_input_embeddings()
+    if output.weight is not embeddings.weight:
+        return
+    names = {name: module for name, module in model.named_modules() if name}
+    embedding_names = [n for n, m in names.items() if m is embeddings]
+    output_names = [n for n, m in names.items() if m is output]
+    named = [m for m in spec.modules_to_save if any(n == m or n.endswith("." + m) for n in embedding_names)]
+    if named and not any(n == m or n.endswith("." + m) for n in output_names for m in spec.modules_to_save):
+        out = output_names[0].rsplit(".", 1)[-1]
+        raise ValueError(
+            f"{KEY}.modules_to_save: {named} are the input embeddings, which this model ties to its output layer "
+            f"({out!r}); peft would train a copy of them that the output layer does not read. Name the output "
+            f"layer instead, modules_to_save: [{out}]: the tied matrix then trains once, for both.")
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -246,8 +281,9 @@ def _fan_in_fan_out(model: nn.Module) -> bool:
 
 
 def trainable_names(model: nn.Module) -> list[str]:
-    """The names of ``model``'s trainable parameters: the adapters (and ``modules_to_save``)."""
-    return [name for name, p in model.named_parameters() if p.requires_grad]
+    """The names of ``model``'s trainable parameters: the adapters (and ``modules_to_save``), a tied matrix under
+    each of its names (so that a checkpoint restores every name of it with the trained values)."""
+    return [name for name, p in model.named_parameters(remove_duplicate=False) if p.requires_grad]
 
 
 def adapter_config_dict(model: nn.Module) -> dict[str, Any]:

@@ -152,6 +152,28 @@ def test_modules_to_save_train_in_full_and_merge_as_their_trained_copy() -> None
         torch.testing.assert_close(model(ids).logits, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_tied_output_layer_trains_as_one_matrix_with_the_input_embeddings() -> None:
+    model = tiny("gpt2")
+    original = model.transformer.wte.weight.detach().clone()
+    apply_lora(model, LoraSpec(r=R, alpha=8, target_modules=["c_attn"], modules_to_save=["lm_head"]), CAUSAL)
+    train_steps(model)
+    ids = torch.arange(1, 13).reshape(2, 6)
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+    # By hand: the last hidden states (after ln_f) times the trained input embedding matrix.
+    embedding = model.get_input_embeddings()(torch.arange(VOCAB))  # the trained copy's rows, read as the input does
+    assert not torch.equal(embedding, original)
+    torch.testing.assert_close(out.logits, out.hidden_states[-1] @ embedding.T, rtol=1e-5, atol=1e-5)
+    merged = merge_lora(model)
+    assert merged.lm_head.weight is merged.transformer.wte.weight
+    torch.testing.assert_close(logits(merged), out.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_naming_the_tied_input_embeddings_is_refused_naming_the_output_layer() -> None:
+    with pytest.raises(ValueError, match=r"modules_to_save: \['wte'\] are the input embeddings.*\[lm_head\]"):
+        apply_lora(tiny("gpt2"), LoraSpec(r=R, target_modules=["c_attn"], modules_to_save=["wte"]), CAUSAL)
+
+
 def test_head_modules_are_the_new_heads_of_classifiers() -> None:
     from transformers import AutoModelForTokenClassification
 

@@ -223,6 +223,32 @@ def test_exports_merged_and_adapter_only_load_offline_with_the_trained_logits(ar
         assert tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE
 
 
+def test_a_tied_output_layer_in_modules_to_save_survives_checkpoint_and_both_exports(bases, files, tmp_path) -> None:
+    base = bases["gpt2"]
+    lora = LoraSpec(r=4, alpha=8, target_modules=TARGETS["gpt2"], modules_to_save=["lm_head"])
+    model = sft_model(base, lora=lora)
+    trainer = quiet_trainer(3)
+    trainer.fit(model, datamodule=sft_data(files, base))
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    ids = torch.arange(5, 29).reshape(2, 12)
+    expected = logits(model.backbone, ids)
+    head = model.backbone.get_output_embeddings().modules_to_save["default"].weight
+    assert head is model.backbone.get_input_embeddings().modules_to_save["default"].weight
+    assert not torch.equal(head, base_weights(base)["transformer.wte.weight"])  # the tied matrix trained
+
+    restored = sft_model(base, lora=lora)
+    validate(restored, base, files, tmp_path / "last.ckpt")
+    torch.testing.assert_close(logits(restored.backbone, ids), expected, rtol=0, atol=0)
+    export_checkpoint(tmp_path / "last.ckpt", tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", local_files_only=True)
+    assert merged.lm_head.weight is merged.transformer.wte.weight
+    torch.testing.assert_close(logits(merged, ids), expected, rtol=1e-5, atol=1e-5)
+    export_checkpoint(tmp_path / "last.ckpt", tmp_path / "adapter", adapter_only=True)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, local_files_only=True),
+                                        tmp_path / "adapter")
+    torch.testing.assert_close(logits(adapted, ids), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_export_refuses_adapter_only_for_a_model_trained_without_lora(bases, files, tmp_path) -> None:
     model = sft_model(bases["gpt2"], lora=None)
     trainer = quiet_trainer(1)

@@ -12,8 +12,8 @@ honoured by ``sdpa`` but *added as 0/1* by ``eager``, so examples would see each
 a KV cache, which HF causal LMs do by default even in training.
 
 **Padded** (`pad_examples`, `LengthGroupedSampler`): one example per row, right-padded to the longest
-in the batch, with a 2-D ``attention_mask``; batches are drawn from mega-batches sorted by length
-(transformers' ``get_length_grouped_indices``), so that little of a batch is padding.
+in the batch, with a 2-D ``attention_mask``; batches are drawn from small mega-batches sorted by length
+(transformers' ``get_length_grouped_indices``), so that little of a batch is padding, and then shuffled.
 
 Which of the two trains faster is measured in benchmarks/sft_layout.py. On the bundled instruction set
 (short examples of 20-70 tokens), on CPU, padded length-grouped batches trained 1.3x more examples per
@@ -196,17 +196,28 @@ class PaddedExamples(Dataset):
 
 
 class LengthGroupedSampler(ResumableSampler):
-    """`ResumableSampler` whose batches hold examples of similar length.
+    """`ResumableSampler` whose batches hold examples of similar length, in a shuffled order of batches.
 
     Each epoch's order (seeded by ``seed + epoch``, or drawn by ``weights``) is cut into mega-batches of
-    50 batches (fewer for small sets) of all ranks together, each sorted by length, as transformers'
-    ``get_length_grouped_indices`` does; rank r takes every ``world_size``-th example, so each rank's batch
-    comes from one mega-batch.
+    `MEGA_BATCHES` batches of all ranks together, each sorted by length, as transformers'
+    ``get_length_grouped_indices`` does; then the batches themselves are shuffled (the first, the longest
+    of the epoch, stays first, so that running out of memory shows at once). Rank r takes every
+    ``world_size``-th example, so each rank's batch comes from the same stretch.
+
+    Why shuffle: ``get_length_grouped_indices`` leaves each mega-batch's batches in order, longest first, so
+    a run walks from the longest examples to the shortest and back every ``MEGA_BATCHES`` steps. When length
+    goes with the kind of example (the bundled instruction set: word lists are long, sums short), that is a
+    curriculum the optimizer chases: full fine-tuning of the quickstart model for 300 steps reached a
+    validation response loss of 4.71 so, 3.58 with the batches shuffled, 3.43 with mega-batches of 4
+    batches shuffled and 3.17 with plain shuffled batches (no grouping).
 
     Args:
         lengths: Tokens of each example.
         Others: as `ResumableSampler`.
     """
+
+    #: Batches per length-sorted mega-batch: few, so that a batch mixes kinds of examples (see above).
+    MEGA_BATCHES = 4
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
                  weights: Tensor | None = None) -> None:
@@ -221,10 +232,15 @@ class LengthGroupedSampler(ResumableSampler):
             pool = list(range(self.size))
         else:
             pool = torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
-        grouped = get_length_grouped_indices([self.lengths[i] for i in pool], self.batch_size * self.num_replicas,
-                                             generator=generator)
-        order = [pool[i] for i in grouped]
-        return order[: self.total_size][self.rank :: self.num_replicas]
+        step = self.batch_size * self.num_replicas
+        grouped = get_length_grouped_indices([self.lengths[i] for i in pool], step,
+                                             mega_batch_mult=self.MEGA_BATCHES, generator=generator)
+        order = [pool[i] for i in grouped][: self.total_size]
+        full = len(order) // step  # a last, partial batch stays last
+        shuffled = [0, *torch.randperm(full - 1, generator=generator).add(1).tolist()] if full > 1 else []
+        order = [i for b in shuffled for i in order[b * step : (b + 1) * step]] + order[max(full, 1) * step :] \
+            if full > 1 else order
+        return order[self.rank :: self.num_replicas]
 
 
 class PackCollate:

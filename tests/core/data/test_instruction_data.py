@@ -111,7 +111,7 @@ def test_the_train_loader_is_seeded_and_length_grouped(padded_bundled: Instructi
     again = [b["input_ids"] for _, b in zip(range(3), padded_bundled.train_dataloader())]
     assert all(torch.equal(x, y) for x, y in zip(first, again))
     padding = sum(float((b["attention_mask"] == 0).float().mean()) for b in padded_bundled.train_dataloader())
-    assert padding / len(padded_bundled.train_dataloader()) < 0.1
+    assert padding / len(padded_bundled.train_dataloader()) < 0.2  # mega-batches of 4 batches: ~15% (random: ~39%)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

@@ -147,7 +147,22 @@ def test_length_grouped_batches_hold_less_padding_than_shuffled_ones() -> None:
     grouped = LengthGroupedSampler(lengths, batch_size=8, seed=0).order(0)
     shuffled = torch.randperm(2000, generator=torch.Generator().manual_seed(0)).tolist()
     assert sorted(grouped) == list(range(2000))
-    assert _padding_share(grouped, lengths, 8) < 0.1 < 0.4 < _padding_share(shuffled, lengths, 8)
+    # Mega-batches of 4 batches: a batch is a quarter of a sorted stretch of 32 random lengths.
+    assert _padding_share(grouped, lengths, 8) < 0.2 < 0.4 < _padding_share(shuffled, lengths, 8)
+
+
+def test_length_grouped_batches_come_in_shuffled_order_longest_first() -> None:
+    lengths = np.random.default_rng(1).integers(5, 200, size=2000).tolist()
+    order = LengthGroupedSampler(lengths, batch_size=8, seed=0).order(0)
+    maxima = [max(lengths[i] for i in order[k:k + 8]) for k in range(0, 2000, 8)]
+    assert maxima[0] == max(lengths)
+    # Unshuffled, each mega-batch's batches fall in length (3 of 4 steps); shuffled, about half do.
+    falling = sum(a > b for a, b in zip(maxima[1:], maxima[2:])) / (len(maxima) - 2)
+    assert 0.35 < falling < 0.65
+    # Each batch is still a length-sorted stretch: no batch's range overlaps another's of its mega-batch.
+    spans = [(min(lengths[i] for i in order[k:k + 8]), max(lengths[i] for i in order[k:k + 8]))
+             for k in range(0, 2000, 8)]
+    assert np.median([hi - lo for lo, hi in spans]) < 60  # a random batch of 8 spans ~150
 
 
 def test_length_grouped_sampler_is_seeded_per_epoch_and_splits_ranks() -> None:
