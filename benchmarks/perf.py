@@ -27,11 +27,16 @@ Also measured: startup (command to the first training step, in wall and in CPU s
 RSS, as ratios to the plain loop; ``lmforge plugins``; ``lmforge --help``), the data pipeline (TextData tokenize+pack vs the fast tokenizer called directly; the
 share of step time spent between one step's end and the next one's start, i.e. waiting for
 data), and with ``--scaling`` tokens/s and peak RSS for widths/depths doubling three times and
-for block sizes 64..512. Distillation step vs plain student step: benchmarks/distillation.py.
+for block sizes 64..512. ``--only distill``: a logit-distillation step against a plain student step
+(benchmarks/perf_distill.py); ``--only tokenize``: TextData's tokenize+pack against the tokenizer's own
+``encode_batch`` on generated text of 10 and 100 MB (``--tokenize-mb``), time and peak RSS, each in a fresh
+process (benchmarks/perf_tokenize.py). Distillation's effect on quality: benchmarks/distillation.py.
 
     python benchmarks/perf.py --rounds 5 --out bench.json        # ~20 min on 2 CPU cores (~15 s a run)
     python benchmarks/perf.py --rounds 3 --steps 30 --scaling     # plus the scaling section
     python benchmarks/perf.py --only overhead --rounds 5 --steps 30 --warmup 5   # the fixed cost around a tiny step
+    python benchmarks/perf.py --only distill --rounds 30                       # KD step / student step (~3 min)
+    python benchmarks/perf.py --only tokenize --rounds 3 --tokenize-mb 10,100  # tokenize+pack vs encode_batch
 """
 
 from __future__ import annotations
@@ -75,9 +80,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--models", default="gpt2,bert", help="comma-separated: gpt2 (causal LM), bert (masked LM)")
     parser.add_argument("--model", default="gpt2", choices=list(MODELS), help=argparse.SUPPRESS)  # a worker's
     parser.add_argument("--scaling", action="store_true", help="also run the model-size/block-size scaling")
-    parser.add_argument("--only", default="", help="comma-separated sections: throughput,startup,data,scaling,overhead")
+    parser.add_argument("--only", default="", help="comma-separated sections: throughput,startup,data,scaling,overhead,distill,tokenize")
     parser.add_argument("--runners", default="", help="comma-separated subset of the throughput runners "
                         "(plain,plain-tuned,lmforge,lmforge-bare,hf,lmforge+plugins); ratios need both sides")
+    parser.add_argument("--tokenize-mb", default="10,100", help="tokenize section: sizes of generated text in MB "
+                        "(add 1000 for the 1 GB point)")
     parser.add_argument("--out", default="bench.json", help="JSON results")
     parser.add_argument("--work-dir", default=None, help="where data, recipes and runs go (default: a temp dir)")
     # internal: run one runner in this (fresh) process
@@ -457,6 +464,18 @@ def overhead(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"lmforge/plain": summary([r["lmforge"]["tokens_per_s"] / r["plain"]["tokens_per_s"] for r in rounds])}
 
 
+def distill(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    import perf_distill
+
+    return perf_distill.section(work, args, ENV)
+
+
+def tokenize(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    import perf_tokenize
+
+    return perf_tokenize.section(work, args, ENV)
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
@@ -488,6 +507,14 @@ def report(results: dict[str, Any]) -> None:
         v = results["overhead"]["lmforge/plain"]
         print(f"\nStep overhead (GPT-2 2x64, 2 x 64 tokens a step): lmforge/plain {v['median']:.3f} "
               f"[{v['min']:.3f}, {v['max']:.3f}]")
+    if "distill" in results:
+        import perf_distill
+
+        perf_distill.report(results["distill"])
+    if "tokenize" in results:
+        import perf_tokenize
+
+        perf_tokenize.report(results["tokenize"])
     if "scaling" in results:
         print("\nScaling (lmforge bare):")
         print(f"  {'width':>5} {'depth':>5} {'block':>5} {'tokens/s':>9} {'peak RSS MB':>11}")
@@ -516,7 +543,7 @@ def main() -> None:
         meta = {arch: prepare(work, args, arch) for arch in sorted(models)}
         results: dict[str, Any] = {"machine": machine(), "args": vars(args), "data_meta": meta}
         for name, fn in (("startup", startup), ("data", data_section), ("throughput", throughput),
-                         ("scaling", scaling), ("overhead", overhead)):
+                         ("scaling", scaling), ("overhead", overhead), ("distill", distill), ("tokenize", tokenize)):
             if name in sections:
                 print(f"[{name}]", flush=True)
                 results[name] = fn(work, args)

@@ -25,12 +25,14 @@ wrapped by DDP/FSDP and not put back in training mode by ``model.train()``.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from lmforge.core.checkpoint import check_vocabulary, load_trained
 
@@ -60,7 +62,10 @@ class FrozenTeacher:
     """
 
     def __init__(self, model: PreTrainedModel) -> None:
+        _fuse_gelu_tanh(model)
         self.model = model.eval().requires_grad_(False)
+        # A teacher scores each batch once: no key/value cache to build (GPT-2 and other decoders make one in eval).
+        self._no_cache = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
 
     @property
     def config(self) -> PretrainedConfig:
@@ -83,7 +88,37 @@ class FrozenTeacher:
         # no_grad rather than inference_mode: the loss keeps teacher tensors for the student's
         # backward pass, and inference-mode tensors cannot be saved for backward.
         with torch.no_grad():
-            return self.model(**inputs, output_hidden_states=hidden_states)
+            return self.model(**inputs, output_hidden_states=hidden_states, **self._no_cache)
+
+    def logits(self, inputs: dict[str, Tensor], dtype: torch.dtype | None = None) -> Tensor:
+        """The teacher's logits for ``inputs``, computed in inference mode: the cheapest teacher pass.
+
+        Inference-mode tensors cannot be saved for the student's backward pass, so use the result only
+        through operations that copy it or keep nothing of it for backward (``logit_distillation_loss``
+        does); ``__call__`` returns tensors that any loss may keep.
+
+        Args:
+            inputs: The backbone's keyword arguments (``ctx.objective.model_inputs(ctx.batch)``).
+            dtype: The student's parameter dtype: a float32 teacher follows a student trained in half
+                precision (``trainer.precision: bf16-true``); None leaves it as it is.
+        """
+        device = inputs["input_ids"].device
+        if self.model.device != device:
+            self.model.to(device)
+        if dtype in (torch.bfloat16, torch.float16) and self.model.dtype == torch.float32:
+            self.model.to(dtype)
+        with torch.inference_mode():
+            return self.model(**inputs, **self._no_cache).logits
+
+
+def _fuse_gelu_tanh(model: torch.nn.Module) -> None:
+    """Swap the written-out tanh GELU (``gelu_new``: GPT-2, GPT-J, ...) for torch's one-kernel version of the same
+    formula (``GELUTanh``, HF's ``gelu_pytorch_tanh``): equal up to float rounding (about 1e-7 relative),
+    several times faster, and the teacher is never trained, so nothing else depends on which one runs."""
+    for module in model.modules():
+        for name, child in module.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
 
 
 def load_teacher(path: str | Path, model: Host, dtype: TeacherDtype | None = None,

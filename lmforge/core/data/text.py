@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lmforge.core.data.base import BaseTextData, fingerprint
 from lmforge.core.data.files import documents_dataset, map_repairing_cache, resolve_files
+from lmforge.core.data.token_arrays import IDS, direct_encoder, encode_arrow, pack_column
 from lmforge.core.data.tokenizer import TokenizerSpec, document_separator, encode_long
 from lmforge.core.plugins import overrides
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from lmforge.core.data.streaming import StreamingLoader
 
 log = logging.getLogger(__name__)
+#: Documents per ``datasets.map`` batch when tokenizing: one fast-tokenizer call, spread over its thread pool.
+TOKENIZE_BATCH = 1_000
 
 
 def pack(token_lists: Sequence[Sequence[int]] | np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -257,27 +261,25 @@ class TextData(BaseTextData):
     def _layout(self, docs: datasets.Dataset, split: str) -> PackedBlocks:
         tokenizer = self.tokenizer
         tokens = map_repairing_cache(
-            docs, _Tokenize(tokenizer, self.max_document_chars), f"data.{split}", batched=True,
+            docs.with_format("arrow"), _Tokenize(tokenizer, self.max_document_chars), f"data.{split}", batched=True,
             remove_columns=docs.column_names,
             new_fingerprint=fingerprint(docs._fingerprint, tokenizer.backend_tokenizer.to_str(), "tokenize",
                                          self.max_document_chars, document_separator(tokenizer)),
-            desc=f"Tokenizing ({split})",
+            desc=f"Tokenizing ({split})", batch_size=TOKENIZE_BATCH,
         )
-        column = tokens.data.column("input_ids")
-        lengths = np.asarray(column.combine_chunks().value_lengths(), dtype=np.int64) if len(tokens) else np.zeros(0)
-        flat = np.asarray(column.combine_chunks().flatten(), dtype=np.int64) if len(tokens) else np.zeros(0)
-        blocks, _, dropped = pack_flat(flat, lengths, self.block_size)
+        blocks, lengths, n_tokens = pack_column(tokens.data.column("input_ids"), self.block_size)
+        dropped = n_tokens - blocks.size
         if len(blocks) == 0:
             key = self.split_key(split)
             files = {"data.train": self.train_files, "data.val": self.val_files, "data.test": self.test_files}[key]
             raise ValueError(
-                f"{key}: the {split} split of {files} has {len(flat)} tokens, fewer than one block of "
+                f"{key}: the {split} split of {files} has {n_tokens} tokens, fewer than one block of "
                 f"data.block_size={self.block_size}. Add text or lower data.block_size."
             )
         if split == "train" and self.train_weights is not None:
             self.train_weights = block_weights(self.train_weights, lengths, self.block_size, len(blocks))
         log.info("%s: %d documents, %d tokens, %d blocks of %d (%d tokens dropped at the end)",
-                 split, len(docs), len(flat), len(blocks), self.block_size, dropped)
+                 split, len(docs), n_tokens, len(blocks), self.block_size, dropped)
         return PackedBlocks(blocks)
 
 
@@ -290,17 +292,29 @@ class _Tokenize:
         self.tokenizer = tokenizer
         self.max_chars = max_chars
         self.separator = document_separator(tokenizer)
+        self.encoder = direct_encoder(tokenizer)
 
-    def __call__(self, examples: dict[str, list]) -> dict[str, list]:
-        texts = examples["text"]
+    def __call__(self, examples: pa.Table) -> pa.Table:
+        """The batch's ``input_ids`` (``list<int32>``), from and to Arrow (``datasets`` in ``arrow`` format): encoded
+        by the fast tokenizer directly when it can (`lmforge.core.data.token_arrays`), else through `lists`."""
+        texts = examples.column("text").to_pylist()
+        if self.encoder is not None and (self.max_chars is None or all(len(t) <= self.max_chars for t in texts)):
+            ids = encode_arrow(self.encoder, texts, self.separator)
+        else:
+            ids = pa.array([np.asarray(row).tolist() for row in self.lists(texts)["input_ids"]], type=IDS)
+        return pa.table({"input_ids": ids})
+
+    def lists(self, texts: list[str]) -> dict[str, list]:
+        """``input_ids`` of ``texts`` as one list (or array) of ids per text."""
         long = [i for i, t in enumerate(texts) if self.max_chars is not None and len(t) > self.max_chars]
+        original = texts
         if long:
             texts = list(texts)
             for i in long:
                 texts[i] = ""
         ids = self.tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)["input_ids"]
         for i in long:
-            ids[i] = encode_long(self.tokenizer, examples["text"][i], self.max_chars)
+            ids[i] = encode_long(self.tokenizer, original[i], self.max_chars)
         if self.separator:
             ids = [np.append(row, self.separator) if isinstance(row, np.ndarray) else [*row, *self.separator]
                    for row in ids]
@@ -311,6 +325,6 @@ class _TokenizeTexts(_Tokenize):
     """`_Tokenize` for a list of texts (what `StreamingBlocks` calls)."""
 
     def __call__(self, texts: list[str]) -> dict[str, list]:
-        return super().__call__({"text": texts})
+        return self.lists(texts)
 
 

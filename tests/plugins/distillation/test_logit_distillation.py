@@ -186,3 +186,68 @@ def test_masked_only_with_a_causal_objective_is_refused(make_teacher, tokenizer_
 def test_bad_arguments_are_refused(kwargs) -> None:
     with pytest.raises(ValueError, match="LogitDistillation: "):
         LogitDistillation("teacher", **kwargs)
+
+
+def reference_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor,
+                   reverse: bool) -> torch.Tensor:
+    """T^2 * the masked mean of KL(softmax(t/T) || softmax(s/T)) (or the reverse), written out in float64."""
+    log_p = F.log_softmax(teacher.double() / temperature, dim=-1)
+    log_q = F.log_softmax(student.double() / temperature, dim=-1)
+    if reverse:
+        log_p, log_q = log_q, log_p
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    weights = mask.double()
+    return temperature**2 * (kl * weights).sum() / weights.sum()
+
+
+@pytest.mark.parametrize("chunk", [1 << 18, 2 * V])  # every row at once; two rows at a time (several chunks)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_gradient_matches_autograd_through_the_written_out_kl(logits, temperature: float, reverse: bool, chunk: int,
+                                                               monkeypatch) -> None:
+    import lmforge.plugins.distillation.logit_distillation as module
+
+    monkeypatch.setattr(module, "CHUNK_VALUES", chunk)
+    student, teacher = logits
+    mask = torch.rand(B, T, generator=torch.Generator().manual_seed(1)) > 0.3
+    ours = student.clone().requires_grad_(True)
+    loss = logit_distillation_loss(ours, teacher, temperature, mask, reverse=reverse)
+    loss.backward()
+    theirs = student.double().requires_grad_(True)
+    expected = reference_loss(theirs, teacher, temperature, mask, reverse)
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(ours.grad.double(), theirs.grad, rtol=1e-4, atol=1e-7)
+    assert bool((ours.grad[~mask] == 0).all())  # positions that do not count get no gradient
+
+
+def test_half_precision_student_logits_get_a_gradient_of_their_dtype(logits) -> None:
+    student, teacher = logits
+    ours = student.bfloat16().requires_grad_(True)
+    loss = logit_distillation_loss(ours, teacher.bfloat16(), 2.0)
+    loss.backward()
+    theirs = ours.detach().double().requires_grad_(True)
+    reference_loss(theirs, teacher.bfloat16(), 2.0, torch.ones(B, T, dtype=torch.bool), False).backward()
+    assert loss.dtype == torch.float32 and ours.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.grad.double(), theirs.grad, rtol=1e-2, atol=1e-4)
+
+
+def test_the_teacher_runs_in_inference_mode_with_gpt2s_fused_gelu_and_the_same_logits(make_teacher) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.core.teacher import FrozenTeacher
+
+    directory = make_teacher("gpt2", layers=2)
+    original = AutoModelForCausalLM.from_pretrained(str(directory)).eval()
+    teacher = FrozenTeacher(AutoModelForCausalLM.from_pretrained(str(directory)))
+    ids = torch.randint(0, original.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    logits = teacher.logits(inputs)
+    with torch.no_grad():
+        expected = original(**inputs).logits
+    assert logits.is_inference()
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)  # the fused GELU: the same formula
+    torch.testing.assert_close(teacher(inputs).logits, expected, rtol=1e-5, atol=1e-5)
+    assert not teacher(inputs).logits.is_inference()  # __call__'s outputs may be kept for backward
+    # A student trained in half precision (trainer.precision: bf16-true) takes the teacher along.
+    assert teacher.logits(inputs, torch.bfloat16).dtype == torch.bfloat16
