@@ -12,6 +12,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import ClassVar
 
 from lmforge.core.data.files import BUNDLED_PREFIX, bundled_data_dir
 from lmforge.core.plugins import Augmenter, Examples
@@ -30,6 +31,9 @@ class TextAugmenter(Augmenter):
     rarely share a block where the model could copy one from the other.
     Other columns (labels) are copied along with the text.
     """
+
+    #: Text rewriting moves or drops words, so word-level labels (token classification) would no longer line up.
+    supported_objectives: ClassVar[tuple[str, ...] | None] = ("causal_lm", "masked_lm", "sequence_classification")
 
     def __init__(self, copies: int = 1) -> None:
         super().__init__()

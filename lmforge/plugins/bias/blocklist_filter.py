@@ -39,6 +39,8 @@ class BlocklistFilter(BiasMitigator):
     """
 
     splits: ClassVar[tuple[str, ...]] = ("train",)
+    #: It matches terms in documents read as strings; token-classification rows are word lists.
+    supported_objectives: ClassVar[tuple[str, ...] | None] = ("causal_lm", "masked_lm", "sequence_classification")
 
     def __init__(self, blocklist: str = "lmforge:bias/blocklist.txt", ignore_case: bool = True,
                  attribute_terms: list[str] | None = None, groups: list[str] | None = None) -> None:

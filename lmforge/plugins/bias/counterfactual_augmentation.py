@@ -126,6 +126,9 @@ class CounterfactualAugmentation(BiasMitigator):
     """
 
     splits: ClassVar[tuple[str, ...]] = ("train",)
+    #: It swaps words in documents read as strings; token-classification rows are word lists whose labels
+    #: would not follow the swap.
+    supported_objectives: ClassVar[tuple[str, ...] | None] = ("causal_lm", "masked_lm", "sequence_classification")
 
     def __init__(self, pairs: list[str] | None = None, mode: Literal["two_sided", "one_sided"] = "two_sided",
                  probability: float = 1.0) -> None:
