@@ -20,8 +20,8 @@ How a conversation becomes tokens (`encode_conversation`):
 
 Example, default template, an lmforge BPE tokenizer (``<|endoftext|>`` is both BOS and EOS)::
 
-    <|endoftext|>### Instruction:\\nWhat is 3 plus 4?\\n\\n### Response:\\n7<|endoftext|>
-    -100 ...                                                 -100      7  <|endoftext|>
+    <|endoftext|>### Instruction:\\nWhat is 3 plus 4?\\n\\n### Response: 7<|endoftext|>
+    -100 ...                                                -100     " 7" <|endoftext|>
 
 The loss of a causal LM shifts inside the model, so the label of a token is what the position before it
 must predict: the prompt's last token learns to predict the response's first.
@@ -43,7 +43,13 @@ Message = dict[str, str]
 LongExamples = Literal["truncate", "drop", "error"]
 
 #: lmforge's chat template, for tokenizers that have none (an Alpaca-style layout). ``bos_token`` opens the
-#: conversation, each assistant turn ends with ``eos_token``; the generation prompt is ``### Response:\n``.
+#: conversation, each assistant turn ends with ``eos_token``; the generation prompt is ``### Response:``.
+#: The response follows a space, not a newline, so that its first word is tokenized as words in running text
+#: are: byte-level BPE vocabularies hold a word with its leading space (" heart"), and a small one trained on
+#: a small corpus has few words without it. After a newline the first word of every answer came apart into
+#: rare pieces ("the" -> "t", "he") that match none of the prompt's tokens: with it, full fine-tuning of the
+#: quickstart model reached 0.145 exact match on the bundled set in 3,000 steps, with the space 0.25 (and the
+#: copy-a-word task 4/16 -> 11/16; docs/finetuning.md).
 DEFAULT_CHAT_TEMPLATE = r"""{{- bos_token if bos_token else '' -}}
 {%- for message in messages -%}
 {%- if message['role'] == 'system' -%}
@@ -51,11 +57,11 @@ DEFAULT_CHAT_TEMPLATE = r"""{{- bos_token if bos_token else '' -}}
 {%- elif message['role'] == 'user' -%}
 {{- '### Instruction:\n' + message['content'] + '\n\n' -}}
 {%- elif message['role'] == 'assistant' -%}
-{{- '### Response:\n' + message['content'] + eos_token -}}
+{{- '### Response: ' + message['content'] + eos_token -}}
 {%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}
-{{- '### Response:\n' -}}
+{{- '### Response:' -}}
 {%- endif -%}"""
 
 #: ``chat_template`` value that asks for `DEFAULT_CHAT_TEMPLATE` even when the tokenizer has a template.

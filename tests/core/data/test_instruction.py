@@ -62,10 +62,10 @@ def test_default_template_labels_only_the_response_and_its_eos(shape: str) -> No
 def test_default_template_text_is_the_documented_layout() -> None:
     tok = word_tokenizer()
     text = tok.apply_chat_template(QUESTION, chat_template=DEFAULT_CHAT_TEMPLATE, tokenize=False)
-    assert text == "<s>### Instruction:\nWhat is 3 plus 4?\n\n### Response:\n7<eos>"
+    assert text == "<s>### Instruction:\nWhat is 3 plus 4?\n\n### Response: 7<eos>"
     prompt = tok.apply_chat_template(QUESTION[:1], chat_template=DEFAULT_CHAT_TEMPLATE, tokenize=False,
                                      add_generation_prompt=True)
-    assert prompt == "<s>### Instruction:\nWhat is 3 plus 4?\n\n### Response:\n"
+    assert prompt == "<s>### Instruction:\nWhat is 3 plus 4?\n\n### Response:"
 
 
 def test_a_system_turn_and_several_responses_each_get_their_labels() -> None:

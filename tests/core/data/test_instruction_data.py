@@ -57,12 +57,12 @@ def test_padded_batches_label_exactly_each_response_and_its_eos(padded_bundled: 
         labels = batch["labels"][b]
         labeled = labels[labels != IGNORE_INDEX].tolist()
         assert labeled[-1] == tok.eos_token_id
-        assert tok.decode(labeled[:-1]) == val[b]["response"]
+        assert tok.decode(labeled[:-1]) == " " + val[b]["response"]  # the template puts a space before it
         # Labeled positions are the last tokens of the example (the response ends it).
         length = int(batch["attention_mask"][b].sum())
         assert (labels[length - len(labeled):length] != IGNORE_INDEX).all()
         prompt = tok.decode(batch["input_ids"][b, :length - len(labeled)])
-        assert val[b]["prompt"] in prompt and prompt.endswith("### Response:\n")
+        assert val[b]["prompt"] in prompt and prompt.endswith("### Response:")
 
 
 def test_the_tokenizer_is_saved_with_the_default_chat_template(padded_bundled: InstructionData,
@@ -127,7 +127,7 @@ def test_prompt_response_columns_are_configurable_in_csv_and_parquet(tmp_path: P
                             response_column="answer", layout="padded")
     tok = data.tokenizer
     ids, labels = data.datasets["val"].examples.example(0)
-    assert tok.decode([t for t in labels if t != IGNORE_INDEX]) == "101" + tok.eos_token
+    assert tok.decode([t for t in labels if t != IGNORE_INDEX]) == " 101" + tok.eos_token
     assert "What is 100 plus 1?" in tok.decode(ids)
 
 
