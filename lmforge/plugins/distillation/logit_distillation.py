@@ -16,15 +16,29 @@ LM only positions that predict a next token with a label (the last position
 predicts nothing); for a masked LM optionally only the masked positions
 (``masked_only``; DistilBERT distils every token). Sequence-level logits (B, V)
 count every example.
+
+Sparse distillation from cached top-k logits (``teacher_top_k``): the teacher's distribution is taken over its
+k largest logits z_k only, p_t = softmax(z_k / T), and the loss is ``T^2 * sum_k p_t,k (log p_t,k -
+log softmax(s / T)_k)``: the KL to the student of the teacher's distribution truncated to its top k and
+renormalised, the cached top-k sparse distillation examined by Anshumann et al. 2025 ("Sparse Logit Sampling:
+Accelerating Knowledge Distillation in LLMs"). It is an approximation: the mass the teacher puts outside its
+top k is dropped and the rest scaled up, so the student is pulled toward zero probability on every other id
+(those authors show the bias this gives, and sample ids instead). With k = V it is the dense loss. The top k are stored once per row (`lmforge.core.teacher_cache`), so a fixed dataset runs the
+teacher in the first epoch only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
-from lmforge.core.plugins import Batch, Distiller, Host, StepContext, objective_task
+from lmforge.core.data.files import default_cache_dir
+from lmforge.core.plugins import Batch, Distiller, Host, LossOutput, StepContext, objective_task
 from lmforge.core.teacher import FrozenTeacher, TeacherDtype, load_teacher
+from lmforge.core.teacher_cache import TopKCache, row_keys
 
 IGNORE_INDEX = -100
 #: Values per chunk of rows in the KL's passes on a CPU (see _SoftenedKL.forward).
@@ -46,19 +60,8 @@ class _SoftenedKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, student: Tensor, teacher: Tensor, temperature: float,
                 reverse: bool) -> Tensor:
-        N, V = student.shape
-        kl = torch.empty(N, dtype=torch.float32, device=student.device)
-        grad = torch.empty(N, V, dtype=torch.float32, device=student.device)
-        # Rows in chunks of about 2^18 values (1 MB of float32 per temporary): the ten-odd passes over a chunk
-        # then run in cache, about 20 % faster over the whole than over (N, V) at once on a CPU.
-        rows = max(1, CHUNK_VALUES // V) if student.device.type == "cpu" else N
-        with torch.autocast(student.device.type, enabled=False):  # float32 throughout, as the reference
-            for i in range(0, N, rows):
-                _softened_kl_rows(student[i:i + rows], teacher[i:i + rows], temperature, reverse,
-                                  kl[i:i + rows], grad[i:i + rows])
-        ctx.save_for_backward(grad)
-        ctx.temperature, ctx.dtype, ctx.spent = temperature, student.dtype, False
-        return kl
+        return _chunked_kl(ctx, student, temperature, lambda part, kl, grad: _softened_kl_rows(
+            student[part], teacher[part], temperature, reverse, kl, grad))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -69,6 +72,25 @@ class _SoftenedKL(torch.autograd.Function):
         ctx.spent = True
         (grad,) = ctx.saved_tensors
         return grad.mul_((grad_kl / ctx.temperature).unsqueeze(-1)).to(ctx.dtype), None, None, None
+
+
+def _chunked_kl(ctx: torch.autograd.function.FunctionCtx, student: Tensor, temperature: float,
+                rows_kl: Callable[[slice, Tensor, Tensor], None]) -> Tensor:
+    """The (N,) KL of the (N, V) ``student`` rows, ``rows_kl(part, kl, grad)`` writing each chunk's KL and gradient;
+    the gradient is kept on ``ctx`` for the shared backward."""
+    N, V = student.shape
+    kl = torch.empty(N, dtype=torch.float32, device=student.device)
+    grad = torch.empty(N, V, dtype=torch.float32, device=student.device)
+    # Rows in chunks of about 2^18 values (1 MB of float32 per temporary): the ten-odd passes over a chunk
+    # then run in cache, about 20 % faster over the whole than over (N, V) at once on a CPU.
+    rows = max(1, CHUNK_VALUES // V) if student.device.type == "cpu" else N
+    with torch.autocast(student.device.type, enabled=False):  # float32 throughout, as the reference
+        for i in range(0, N, rows):
+            part = slice(i, i + rows)
+            rows_kl(part, kl[part], grad[part])
+    ctx.save_for_backward(grad)
+    ctx.temperature, ctx.dtype, ctx.spent = temperature, student.dtype, False
+    return kl
 
 
 def _softened_kl_rows(student: Tensor, teacher: Tensor, temperature: float, reverse: bool, kl: Tensor,
@@ -87,6 +109,32 @@ def _softened_kl_rows(student: Tensor, teacher: Tensor, temperature: float, reve
     else:  # KL(p_t || p_s) = sum p_t (t - s) - log Z_t + log Z_s
         torch.add(t.sub_(s).mul_(p_t).sum(-1), log_z_s - log_z_t, out=kl)
         torch.sub(p_s, p_t, out=grad)  # d KL / d s = p_s - p_t
+
+
+class _SparseSoftenedKL(_SoftenedKL):
+    """Per-row KL(softmax(z_k / T) || softmax(s / T)) over the teacher's top-k ids and its gradient (backward
+    as `_SoftenedKL`'s): the gradient with respect to the softened student logits is p_s minus p_t scattered
+    to its k ids."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, student: Tensor, values: Tensor, indices: Tensor,
+                temperature: float) -> Tensor:
+        return _chunked_kl(ctx, student, temperature, lambda part, kl, grad: _sparse_kl_rows(
+            student[part], values[part], indices[part], temperature, kl, grad))
+
+
+def _sparse_kl_rows(student: Tensor, values: Tensor, indices: Tensor, temperature: float, kl: Tensor,
+                    grad: Tensor) -> None:
+    """Write the rows' sparse KL into ``kl`` (n,) and its gradient with respect to the softened student logits
+    into ``grad`` (n, V); ``values`` and ``indices`` are the teacher's top k (n, k)."""
+    s = torch.div(student.float(), temperature)  # (n, V)
+    p_s = torch.softmax(s, dim=-1)
+    log_p_t = torch.log_softmax(values.float() / temperature, dim=-1)  # (n, k)
+    p_t = log_p_t.exp()
+    # KL = sum_k p_t (log p_t - log q_k), log q_k = s_k - log Z_s, and sum_k p_t = 1
+    log_p_t.sub_(s.gather(-1, indices)).mul_(p_t)
+    torch.add(log_p_t.sum(-1), _log_normaliser(s, p_s), out=kl)
+    grad.copy_(p_s).scatter_add_(-1, indices, p_t.neg_())  # d KL / d s = p_s - p_t at its ids
 
 
 def _log_normaliser(logits: Tensor, probs: Tensor) -> Tensor:
@@ -115,6 +163,34 @@ def logit_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temp
     V = student_logits.shape[-1]
     kl = _SoftenedKL.apply(student_logits.reshape(-1, V), teacher_logits.detach().reshape(-1, V), temperature,
                            reverse)  # (N,)
+    return _mean_over_positions(kl, temperature, mask)
+
+
+def sparse_distillation_loss(student_logits: Tensor, teacher_values: Tensor, teacher_indices: Tensor,
+                             temperature: float = 1.0, mask: Tensor | None = None) -> Tensor:
+    """T^2 times the mean KL divergence between the teacher's distribution over its top-k ids and the student's.
+
+    The teacher's distribution is softmax(values / T) over its k ids; the student's is its full softmax, read at
+    those ids (see the module docstring). With k = V this is `logit_distillation_loss`.
+
+    Args:
+        student_logits: (..., V) scores.
+        teacher_values: (..., k) the teacher's largest logits; no gradient flows into them.
+        teacher_indices: (..., k) their token ids (any integer dtype).
+        temperature: T, dividing both sides' logits.
+        mask: ``student_logits.shape[:-1]``, True where a position counts; None counts all.
+
+    Returns:
+        A scalar; 0 (attached to the graph) when no position counts.
+    """
+    V, k = student_logits.shape[-1], teacher_values.shape[-1]
+    kl = _SparseSoftenedKL.apply(student_logits.reshape(-1, V), teacher_values.detach().reshape(-1, k),
+                                 teacher_indices.reshape(-1, k).long(), temperature)  # (N,)
+    return _mean_over_positions(kl, temperature, mask)
+
+
+def _mean_over_positions(kl: Tensor, temperature: float, mask: Tensor | None) -> Tensor:
+    """T^2 times the mean of the per-row ``kl`` (N,) over the rows ``mask`` counts (all when None)."""
     if mask is None:
         return temperature**2 * kl.mean()
     # Weighting instead of boolean indexing: a gather and its scatter-backward over (N, V) cost as much as the KL.
@@ -153,6 +229,14 @@ class LogitDistillation(Distiller):
             positions (labels != -100) instead of every non-padding token.
         teacher_dtype: Run the teacher in this precision (None: its saved one, or the student's
             parameter dtype when that is bfloat16 or float16).
+        teacher_top_k: Distil from the teacher's k largest logits per position only, cached per row
+            (sparse distillation, see the module docstring): a row seen before, in this run or an earlier
+            one, needs no teacher pass, so over a fixed dataset the teacher runs in the first epoch only.
+            Forward KL only. None: the dense loss from a live teacher.
+        teacher_cache: With ``teacher_top_k``, the directory of the cached top-k logits (kept in a
+            subdirectory per teacher, precision and k); None: ``teacher-topk`` in lmforge's cache
+            (``$LMFORGE_CACHE``, default ~/.cache/lmforge). Hits and misses (rows) are logged as
+            ``metric/logit_distillation/teacher_cache_hits`` and ``.../teacher_cache_misses``.
     """
 
     def __init__(
@@ -164,6 +248,8 @@ class LogitDistillation(Distiller):
         reverse: bool = False,
         masked_only: bool = False,
         teacher_dtype: TeacherDtype | None = None,
+        teacher_top_k: int | None = None,
+        teacher_cache: str | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -171,6 +257,12 @@ class LogitDistillation(Distiller):
         if alpha < 0 or hard_loss_weight < 0:
             raise ValueError(f"LogitDistillation: alpha and hard_loss_weight must be non-negative, got "
                              f"{alpha} and {hard_loss_weight}.")
+        if teacher_top_k is not None and teacher_top_k < 1:
+            raise ValueError(f"LogitDistillation: teacher_top_k must be at least 1 or null, got {teacher_top_k}.")
+        if teacher_top_k is not None and reverse:
+            raise ValueError("LogitDistillation: reverse must be false with teacher_top_k (the cached top-k loss is "
+                             "the forward KL only), got reverse=true. Set model.distiller.init_args.teacher_top_k: "
+                             "null for the reverse KL from a live teacher.")
         self.teacher = teacher
         self.temperature = temperature
         self.alpha = alpha
@@ -178,7 +270,10 @@ class LogitDistillation(Distiller):
         self.reverse = reverse
         self.masked_only = masked_only
         self.teacher_dtype = teacher_dtype
+        self.teacher_top_k = teacher_top_k
+        self.teacher_cache = teacher_cache
         self._teacher: FrozenTeacher | None = None
+        self._cache: TopKCache | None = None
         self._causal = False
 
     def setup(self, model: Host) -> None:
@@ -189,13 +284,48 @@ class LogitDistillation(Distiller):
                 "(every position predicts a token); it selects the masked positions of a masked-LM objective."
             )
         self._teacher = load_teacher(self.teacher, model, self.teacher_dtype)
+        vocab = self._teacher.config.vocab_size
+        if self.teacher_top_k is not None and self.teacher_top_k > vocab:
+            raise ValueError(f"LogitDistillation: teacher_top_k must be at most the vocabulary size {vocab}, got "
+                             f"{self.teacher_top_k}. Lower model.distiller.init_args.teacher_top_k.")
+        self._cache = None  # opened at the first step, once the teacher's precision is known
 
-    def loss(self, ctx: StepContext) -> Tensor:
+    def loss(self, ctx: StepContext) -> Tensor | LossOutput:
         student_logits = ctx.outputs.logits
         # In the student's precision unless teacher_dtype says otherwise; inference mode, as the KL keeps
         # nothing of the teacher's logits for backward.
         dtype = next(ctx.backbone.parameters()).dtype if self.teacher_dtype is None and ctx.backbone is not None else None
-        teacher_logits = self._teacher.logits(ctx.objective.model_inputs(ctx.batch), dtype)
+        inputs = ctx.objective.model_inputs(ctx.batch)
         mask = distillation_positions(ctx.batch, self._causal, self.masked_only) if student_logits.ndim == 3 else None
-        return self.alpha * logit_distillation_loss(student_logits, teacher_logits, self.temperature, mask,
-                                                    self.reverse)
+        if self.teacher_top_k is None:
+            teacher_logits = self._teacher.logits(inputs, dtype)
+            return self.alpha * logit_distillation_loss(student_logits, teacher_logits, self.temperature, mask,
+                                                        self.reverse)
+        values, indices, misses = self._top_k(inputs, dtype)
+        loss = sparse_distillation_loss(student_logits, values, indices, self.temperature, mask)
+        B = len(values)
+        counts = torch.tensor([B - misses, misses], dtype=torch.float32, device=student_logits.device)
+        return LossOutput(self.alpha * loss, {"teacher_cache_hits": counts[0], "teacher_cache_misses": counts[1]})
+
+    def _top_k(self, inputs: dict[str, Tensor], dtype: torch.dtype | None) -> tuple[Tensor, Tensor, int]:
+        """The teacher's top-k logits and ids (B, ..., k) for the rows of ``inputs``, from the cache where it
+        has them, from the teacher (then stored) for the others; and how many rows missed."""
+        if self._cache is None:
+            root = Path(self.teacher_cache) if self.teacher_cache else default_cache_dir() / "teacher-topk"
+            self._cache = TopKCache.for_teacher(root, self._teacher.model, self.teacher_top_k,
+                                                self._teacher.logits_dtype(dtype))
+        keys = row_keys(inputs)
+        found = self._cache.lookup(keys)
+        missing = [i for i, entry in enumerate(found) if entry is None]
+        if missing:
+            device = inputs["input_ids"].device
+            rows = torch.tensor(missing, device=device)
+            logits = self._teacher.logits({k: v.index_select(0, rows) for k, v in inputs.items()}, dtype)
+            values, indices = logits.topk(self.teacher_top_k, dim=-1, sorted=False)
+            index_dtype = torch.int16 if logits.shape[-1] <= torch.iinfo(torch.int16).max + 1 else torch.int32
+            self._cache.add([keys[i] for i in missing], values, indices.to(index_dtype))
+            found = self._cache.lookup(keys)
+        values = torch.stack([entry[0] for entry in found])
+        indices = torch.stack([entry[1] for entry in found])
+        device = inputs["input_ids"].device
+        return values.to(device, non_blocking=True), indices.to(device, non_blocking=True), len(missing)
