@@ -157,6 +157,29 @@ def test_rows_seen_before_need_no_teacher_pass_and_give_the_same_loss(make_teach
     assert (out.metrics["teacher_cache_hits"].item(), out.metrics["teacher_cache_misses"].item()) == (3.0, 1.0)
 
 
+def test_training_from_the_cached_whole_vocabulary_follows_the_dense_run(make_teacher, tokenizer_dirs, build,
+                                                                           tmp_path) -> None:
+    teacher = make_teacher("gpt2", layers=2)
+    runs = {}
+    for top_k in (None, 400):  # 400: the whole vocabulary
+        model = distiller_model(teacher, tokenizer_dirs["bpe"], build, teacher_top_k=top_k,
+                                teacher_cache=str(tmp_path))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        losses = []
+        for step in range(4):  # the same two batches twice: from the third step on, the cache answers
+            out = step_loss(model, batch_of(step % 2))
+            term = out.terms if isinstance(out, LossOutput) else out
+            term.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(term.item())
+        runs[top_k] = (losses, model.backbone.state_dict())
+    # Float32 rounding of two ways to write the same KL (about 1e-6 of terms near log V), on losses near 0.01.
+    assert runs[400][0] == pytest.approx(runs[None][0], rel=1e-5, abs=5e-6)
+    for name, value in runs[None][1].items():
+        torch.testing.assert_close(runs[400][1][name], value, rtol=1e-5, atol=1e-6)
+
+
 def test_a_second_run_reuses_the_stored_rows_and_another_k_does_not(make_teacher, tokenizer_dirs, build,
                                                                     tmp_path) -> None:
     teacher = make_teacher("gpt2", layers=2)
