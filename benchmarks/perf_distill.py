@@ -8,6 +8,8 @@ blocks (4 x 128), saved as a local HF directory with perf.py's prepared tokenize
   KD        the same with LogitDistillation(T=2) from the teacher
   KD top-k  the same with teacher_top_k=32 from the cache of the teacher's top 32, warmed before timing
             (every row hits: the teacher does not run)
+  KD top-k cold  the same with every row missing (the cache's rows forgotten before each step): the
+            teacher runs, its top 32 are taken and written, as in a first epoch
   teacher   the teacher's forward pass alone, as the distiller runs it
   KL        logit_distillation_loss forward + backward alone, on logits of the step's shape
   KL top-k  sparse_distillation_loss forward + backward alone, from 32 teacher logits per position
@@ -37,7 +39,7 @@ STUDENT = {"n_layer": 2, "n_embd": 128, "n_head": 4}
 TEACHER = {"n_layer": 4, "n_embd": 128, "n_head": 4}
 TEMPERATURE = 2.0
 TOP_K = 32
-CONTENDERS = ("KD", "KD top-k", "teacher", "KL", "KL top-k")
+CONTENDERS = ("KD", "KD top-k", "KD top-k cold", "teacher", "KL", "KL top-k")
 
 
 def section(work: Path, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def report(result: dict[str, Any]) -> None:
         if key not in result:  # a result saved before the contender existed
             continue
         v = result[key]
-        print(f"  {key:<16} {v['median']:.3f} [{v['min']:.3f}, {v['max']:.3f}]")
+        print(f"  {key:<22} {v['median']:.3f} [{v['min']:.3f}, {v['max']:.3f}]")
 
 
 def alternate(contenders: dict[str, Callable[[], object]], rounds: int, warmup: int = 3) -> dict[str, list[float]]:
@@ -121,6 +123,8 @@ def worker(args: argparse.Namespace) -> None:
     student, kd = model(None), model(LogitDistillation(str(teacher_dir), temperature=TEMPERATURE))
     cached = model(LogitDistillation(str(teacher_dir), temperature=TEMPERATURE, teacher_top_k=TOP_K,
                                      teacher_cache=str(work / "distill-cache")))
+    cold = model(LogitDistillation(str(teacher_dir), temperature=TEMPERATURE, teacher_top_k=TOP_K,
+                                   teacher_cache=str(work / "distill-cache")))
     blocks = torch.load(work / "gpt2" / "blocks.pt")[: args.batch_size].long()
     batch = {"input_ids": blocks, "attention_mask": torch.ones_like(blocks), "labels": blocks.clone()}
 
@@ -160,8 +164,15 @@ def worker(args: argparse.Namespace) -> None:
     cached_step()  # fills the cache: from here on every row hits
     if len(cached.distiller._cache) != args.batch_size:
         raise RuntimeError(f"the warmed cache holds {len(cached.distiller._cache)} rows, not the batch's {args.batch_size}")
-    times = alternate({"student": step(student), "KD": step(kd), "KD top-k": cached_step, "teacher": teacher_forward,
-                       "KL": kl, "KL top-k": kl_top_k}, args.rounds)
+    cold_step = step(cold)
+
+    def cold_start() -> None:
+        if cold.distiller._cache is not None:
+            cold.distiller._cache._rows.clear()  # forgotten: every row misses (its file is rewritten, same name)
+        cold_step()
+
+    times = alternate({"student": step(student), "KD": step(kd), "KD top-k": cached_step, "KD top-k cold": cold_start,
+                       "teacher": teacher_forward, "KL": kl, "KL top-k": kl_top_k}, args.rounds)
     Path(args.result).write_text(json.dumps(times), encoding="utf-8")
 
 
