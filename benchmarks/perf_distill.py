@@ -12,7 +12,8 @@ blocks (4 x 128), saved as a local HF directory with perf.py's prepared tokenize
             teacher runs, its top 32 are taken and written, as in a first epoch
   teacher   the teacher's forward pass alone, as the distiller runs it
   KL        logit_distillation_loss forward + backward alone, on logits of the step's shape
-  KL top-k  sparse_distillation_loss forward + backward alone, from 32 teacher logits per position
+  KL top-k  sparse_distillation_loss forward + backward alone, from 32 teacher logits per position and
+            the teacher's mass off them, as the distiller calls it
 
 Reported: medians of per-round ratios to the student step. The process sets lmforge's allocator settings
 first, as ``lmforge fit`` does (lmforge/runtime/allocator.py), and runs torch on one thread.
@@ -95,6 +96,7 @@ def worker(args: argparse.Namespace) -> None:
     from lmforge.plugins.distillation.logit_distillation import (
         LogitDistillation,
         logit_distillation_loss,
+        probability_off_top_k,
         sparse_distillation_loss,
     )
     from lmforge.plugins.objectives.causal_lm import CausalLM
@@ -154,10 +156,11 @@ def worker(args: argparse.Namespace) -> None:
         s_logits.grad = None
 
     t_values, t_ids = t_logits.topk(TOP_K, dim=-1)
+    t_rest = probability_off_top_k(t_logits, t_ids, TEMPERATURE)
     t_ids = t_ids.short()  # as the cache stores them
 
     def kl_top_k() -> None:
-        sparse_distillation_loss(s_logits, t_values, t_ids, TEMPERATURE, mask).backward()
+        sparse_distillation_loss(s_logits, t_values, t_ids, TEMPERATURE, mask, t_rest).backward()
         s_logits.grad = None
 
     cached_step = step(cached)

@@ -6,11 +6,13 @@ run or an earlier one) needs no teacher pass::
 
     cache = TopKCache.for_teacher(root, teacher, top_k, dtype)
     keys = row_keys(inputs)                      # one per row: a hash of its model inputs
-    found = cache.lookup(keys)                   # (values, indices) per row, or None where missing
+    found = cache.lookup(keys)                   # {"values": ..., "indices": ...} per row, or None where missing
 
 A row is keyed by its model inputs' bytes (``input_ids``, ``attention_mask``...), so no dataset index is
-needed: a row that an augmenter or dynamic masking changed is simply a miss. The entries live under a directory
-named by `teacher_fingerprint` (the teacher's weights, the precision it runs in and k), one file per batch of
+needed: a row that an augmenter or dynamic masking changed is simply a miss. A row's entry is a few named
+tensors (``values`` and ``indices``, (..., k), and whatever else the distiller keeps per position). The entries
+live under a directory named by `teacher_fingerprint` (the teacher's weights, the precision it runs in, k and
+the distiller's settings that change what is stored), one file per batch of
 new rows (``shard-<hash>.pt``), written under a temporary name and renamed, so a killed or concurrent writer
 never leaves a partial file that a reader trusts. Ranks of a distributed run write their own rows and read each
 other's; a file that cannot be read is removed with a warning and its rows computed again.
@@ -48,10 +50,11 @@ def row_keys(inputs: dict[str, Tensor]) -> list[bytes]:
     return keys
 
 
-def teacher_fingerprint(model: torch.nn.Module, top_k: int, dtype: torch.dtype) -> str:
+def teacher_fingerprint(model: torch.nn.Module, top_k: int, dtype: torch.dtype, settings: str = "") -> str:
     """A key for a teacher's cached outputs: its class, weights (every tensor of its state dict), the dtype it
-    runs in and k. Hashing reads every weight once (about a second per GB)."""
-    digest = hashlib.sha256(f"{FORMAT}:{type(model).__name__}:{top_k}:{dtype}".encode())
+    runs in, k and ``settings`` (what else changes the stored tensors, e.g. a temperature). Hashing reads every
+    weight once (about a second per GB)."""
+    digest = hashlib.sha256(f"{FORMAT}:{type(model).__name__}:{top_k}:{dtype}:{settings}".encode())
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -68,35 +71,37 @@ class TopKCache:
 
     def __init__(self, directory: Path, top_k: int) -> None:
         self.directory, self.top_k = Path(directory), top_k
-        self._rows: dict[bytes, tuple[Tensor, Tensor]] = {}  # key -> values (..., k), indices (..., k)
+        self._rows: dict[bytes, dict[str, Tensor]] = {}  # key -> values (..., k), indices (..., k), ...
         self._read: set[str] = set()  # the shard files read or written
         self._seen_mtime: int | None = None
         self._write_failed = False
 
     @classmethod
-    def for_teacher(cls, root: Path, model: torch.nn.Module, top_k: int, dtype: torch.dtype) -> TopKCache:
+    def for_teacher(cls, root: Path, model: torch.nn.Module, top_k: int, dtype: torch.dtype,
+                    settings: str = "") -> TopKCache:
         """The cache of ``model`` under ``root`` (in ``root/<teacher_fingerprint>``), with what is stored read."""
-        cache = cls(Path(root) / teacher_fingerprint(model, top_k, dtype), top_k)
+        cache = cls(Path(root) / teacher_fingerprint(model, top_k, dtype, settings), top_k)
         cache.refresh()
         return cache
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def lookup(self, keys: list[bytes]) -> list[tuple[Tensor, Tensor] | None]:
-        """The stored (values, indices) of each row, None for a row not stored; files that other ranks or runs
+    def lookup(self, keys: list[bytes]) -> list[dict[str, Tensor] | None]:
+        """The stored tensors of each row by name, None for a row not stored; files that other ranks or runs
         wrote since the last look are read first when a row is missing."""
         found = [self._rows.get(key) for key in keys]
         if any(f is None for f in found) and self.refresh():
             found = [self._rows.get(key) for key in keys]
         return found
 
-    def add(self, keys: list[bytes], values: Tensor, indices: Tensor) -> None:
-        """Store rows: ``values`` and ``indices`` (len(keys), ..., k), one row per key; kept in memory and written
-        to one shard file. A failed write (a full disk) is said once; the rows stay in memory."""
-        values, indices = values.detach().cpu(), indices.detach().cpu()
+    def add(self, keys: list[bytes], **columns: Tensor) -> None:
+        """Store rows: ``values`` and ``indices`` (len(keys), ..., k) and any other ``columns`` (len(keys), ...),
+        one row per key; kept in memory and written to one shard file. A failed write (a full disk) is said once;
+        the rows stay in memory."""
+        columns = {name: tensor.detach().cpu() for name, tensor in columns.items()}
         for i, key in enumerate(keys):
-            self._rows[key] = (values[i], indices[i])
+            self._rows[key] = {name: tensor[i] for name, tensor in columns.items()}
         name = f"shard-{hashlib.blake2b(b''.join(keys), digest_size=KEY_BYTES).hexdigest()}.pt"
         self._read.add(name)
         path = self.directory / name
@@ -105,7 +110,7 @@ class TopKCache:
             self.directory.mkdir(parents=True, exist_ok=True)
             unchanged = self._mtime() == self._seen_mtime  # nobody else wrote since the last look
             keys_tensor = torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), KEY_BYTES)
-            torch.save({"format": FORMAT, "keys": keys_tensor, "values": values, "indices": indices}, temporary)
+            torch.save({"format": FORMAT, "keys": keys_tensor, "columns": columns}, temporary)
             os.replace(temporary, path)
             if unchanged:  # our own file need not send the next miss to the directory listing
                 self._seen_mtime = self._mtime()
@@ -137,13 +142,15 @@ class TopKCache:
     def _read_shard(self, path: Path) -> None:
         try:
             shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            keys, values, indices = shard["keys"], shard["values"], shard["indices"]
+            keys, columns = shard["keys"], shard["columns"]
+            values, indices = columns["values"], columns["indices"]
             n = keys.shape[0]
             if (shard["format"] != FORMAT or keys.dtype != torch.uint8 or tuple(keys.shape) != (n, KEY_BYTES)
-                    or values.shape != indices.shape or values.shape[:1] != (n,) or values.shape[-1] != self.top_k
-                    or indices.dtype not in (torch.int16, torch.int32, torch.int64)):
-                raise ValueError(f"unexpected contents: keys {tuple(keys.shape)}, values {tuple(values.shape)}, "
-                                 f"indices {tuple(indices.shape)} {indices.dtype}")
+                    or values.shape != indices.shape or values.shape[-1] != self.top_k
+                    or indices.dtype not in (torch.int16, torch.int32, torch.int64)
+                    or any(tensor.shape[:1] != (n,) for tensor in columns.values())):
+                raise ValueError(f"unexpected contents: keys {tuple(keys.shape)}, "
+                                 + ", ".join(f"{k} {tuple(v.shape)}" for k, v in columns.items()))
         except Exception as exc:  # a truncated zip raises whatever torch's reader raises
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning("The teacher's top-k cache file %s is damaged (%s: %s); removing it, its rows are computed "
@@ -151,4 +158,4 @@ class TopKCache:
             path.unlink(missing_ok=True)
             return
         for i, key in enumerate(keys.numpy()):
-            self._rows[key.tobytes()] = (values[i], indices[i])
+            self._rows[key.tobytes()] = {name: tensor[i] for name, tensor in columns.items()}

@@ -17,14 +17,21 @@ predicts nothing); for a masked LM optionally only the masked positions
 (``masked_only``; DistilBERT distils every token). Sequence-level logits (B, V)
 count every example.
 
-Sparse distillation from cached top-k logits (``teacher_top_k``): the teacher's distribution is taken over its
-k largest logits z_k only, p_t = softmax(z_k / T), and the loss is ``T^2 * sum_k p_t,k (log p_t,k -
-log softmax(s / T)_k)``: the KL to the student of the teacher's distribution truncated to its top k and
-renormalised, the cached top-k sparse distillation examined by Anshumann et al. 2025 ("Sparse Logit Sampling:
-Accelerating Knowledge Distillation in LLMs"). It is an approximation: the mass the teacher puts outside its
-top k is dropped and the rest scaled up, so the student is pulled toward zero probability on every other id
-(those authors show the bias this gives, and sample ids instead). With k = V it is the dense loss. The top k are stored once per row (`lmforge.core.teacher_cache`), so a fixed dataset runs the
-teacher in the first epoch only.
+Sparse distillation from cached top-k logits (``teacher_top_k``): per position the teacher keeps its k largest
+logits z_k (ids K) and r, its probability off them at T. The teacher's distribution is then known exactly on
+K, p_t,k = softmax(z / T)_k, and the rest is one outcome "any other id" of probability r; the loss is the KL
+over those k + 1 outcomes::
+
+    T^2 * [ sum_k p_t,k (log p_t,k - log q_k) + r (log r - log q_rest) ],   q = softmax(s / T),
+
+q_rest the student's mass off K. With k = V (r = 0) it is the dense loss. It is an approximation: how the
+student spreads q_rest over the other ids is left free. The plainer form, the top k renormalised
+(p_t = softmax(z_k / T), no rest; ``sparse_distillation_loss`` without ``teacher_rest``), is the cached top-k
+distillation whose bias Anshumann et al. 2025 ("Sparse Logit Sampling: Accelerating Knowledge Distillation in
+LLMs") analyse: its gradient pulls the student toward zero probability on every id off K. At tiny scale it
+did worse than keeping r (docs/distillation.md, with the figures), so the distiller keeps r. The top k are
+stored once per row (`lmforge.core.teacher_cache`), so over a fixed dataset the teacher runs in the first
+epoch only.
 """
 
 from __future__ import annotations
@@ -112,29 +119,48 @@ def _softened_kl_rows(student: Tensor, teacher: Tensor, temperature: float, reve
 
 
 class _SparseSoftenedKL(_SoftenedKL):
-    """Per-row KL(softmax(z_k / T) || softmax(s / T)) over the teacher's top-k ids and its gradient (backward
-    as `_SoftenedKL`'s): the gradient with respect to the softened student logits is p_s minus p_t scattered
-    to its k ids."""
+    """Per-row KL from the teacher's top-k logits (and, with ``rest``, its mass off them) to softmax(s / T), and
+    its gradient (backward as `_SoftenedKL`'s)."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, student: Tensor, values: Tensor, indices: Tensor,
-                temperature: float) -> Tensor:
+                rest: Tensor | None, temperature: float) -> Tensor:
         return _chunked_kl(ctx, student, temperature, lambda part, kl, grad: _sparse_kl_rows(
-            student[part], values[part], indices[part], temperature, kl, grad))
+            student[part], values[part], indices[part], None if rest is None else rest[part], temperature, kl,
+            grad))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_kl: Tensor) -> tuple[Tensor | None, ...]:
+        return (*_SoftenedKL.backward(ctx, grad_kl), None)  # one input more than _SoftenedKL's
 
 
-def _sparse_kl_rows(student: Tensor, values: Tensor, indices: Tensor, temperature: float, kl: Tensor,
-                    grad: Tensor) -> None:
+def _sparse_kl_rows(student: Tensor, values: Tensor, indices: Tensor, rest: Tensor | None, temperature: float,
+                    kl: Tensor, grad: Tensor) -> None:
     """Write the rows' sparse KL into ``kl`` (n,) and its gradient with respect to the softened student logits
-    into ``grad`` (n, V); ``values`` and ``indices`` are the teacher's top k (n, k)."""
+    into ``grad`` (n, V); ``values`` and ``indices`` are the teacher's top k (n, k), ``rest`` (n,) the teacher's
+    probability off them (None: renormalise the top k instead)."""
     s = torch.div(student.float(), temperature)  # (n, V)
     p_s = torch.softmax(s, dim=-1)
-    log_p_t = torch.log_softmax(values.float() / temperature, dim=-1)  # (n, k)
+    log_p_t = torch.log_softmax(values.float() / temperature, dim=-1)  # (n, k), over the top k
+    if rest is not None:  # the teacher's own probabilities: the top k's share of its mass is 1 - rest
+        log_p_t.add_(torch.log1p(-rest.float()).unsqueeze(-1))
     p_t = log_p_t.exp()
-    # KL = sum_k p_t (log p_t - log q_k), log q_k = s_k - log Z_s, and sum_k p_t = 1
+    # sum_k p_t (log p_t - log q_k), log q_k = s_k - log Z_s
     log_p_t.sub_(s.gather(-1, indices)).mul_(p_t)
-    torch.add(log_p_t.sum(-1), _log_normaliser(s, p_s), out=kl)
-    grad.copy_(p_s).scatter_add_(-1, indices, p_t.neg_())  # d KL / d s = p_s - p_t at its ids
+    log_z_s = _log_normaliser(s, p_s)
+    if rest is None:  # sum_k p_t = 1
+        torch.add(log_p_t.sum(-1), log_z_s, out=kl)
+        grad.copy_(p_s).scatter_add_(-1, indices, p_t.neg_())  # d KL / d s = p_s - p_t at its ids
+        return
+    # The rest as one outcome: + r (log r - log q_rest), q_rest the student's mass off the teacher's top k.
+    # d KL / d s_j = q_j - p_j on the top k, q_j (1 - r / q_rest) off them.
+    r = rest.float()
+    grad.copy_(p_s).scatter_(-1, indices, 0.0)
+    q_rest = grad.sum(-1).clamp_(min=torch.finfo(torch.float32).tiny)  # summed, not 1 - sum: no cancellation
+    kl_top = log_p_t.sum(-1).add_(log_z_s * (1 - r))
+    torch.add(kl_top, torch.xlogy(r, r) - r * q_rest.log(), out=kl)
+    grad.mul_((1 - r / q_rest).unsqueeze(-1)).scatter_(-1, indices, p_s.gather(-1, indices).sub_(p_t))
 
 
 def _log_normaliser(logits: Tensor, probs: Tensor) -> Tensor:
@@ -167,11 +193,15 @@ def logit_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temp
 
 
 def sparse_distillation_loss(student_logits: Tensor, teacher_values: Tensor, teacher_indices: Tensor,
-                             temperature: float = 1.0, mask: Tensor | None = None) -> Tensor:
-    """T^2 times the mean KL divergence between the teacher's distribution over its top-k ids and the student's.
+                             temperature: float = 1.0, mask: Tensor | None = None,
+                             teacher_rest: Tensor | None = None) -> Tensor:
+    """T^2 times the mean KL divergence from the teacher's distribution, known at its top-k ids, to the student's.
 
-    The teacher's distribution is softmax(values / T) over its k ids; the student's is its full softmax, read at
-    those ids (see the module docstring). With k = V this is `logit_distillation_loss`.
+    With ``teacher_rest`` (r, the teacher's probability off its top k at T), the teacher's distribution is its
+    own probabilities at its k ids plus r on one outcome "any other id", and the student's is its softmax at
+    those ids plus its mass off them. Without, the teacher's top k are renormalised, softmax(values / T), and
+    the student's softmax is read at those ids (see the module docstring). With k = V both are
+    `logit_distillation_loss`.
 
     Args:
         student_logits: (..., V) scores.
@@ -179,13 +209,15 @@ def sparse_distillation_loss(student_logits: Tensor, teacher_values: Tensor, tea
         teacher_indices: (..., k) their token ids (any integer dtype).
         temperature: T, dividing both sides' logits.
         mask: ``student_logits.shape[:-1]``, True where a position counts; None counts all.
+        teacher_rest: ``student_logits.shape[:-1]``, the teacher's softmax(logits / T) summed off its top k.
 
     Returns:
         A scalar; 0 (attached to the graph) when no position counts.
     """
     V, k = student_logits.shape[-1], teacher_values.shape[-1]
+    rest = None if teacher_rest is None else teacher_rest.detach().reshape(-1)
     kl = _SparseSoftenedKL.apply(student_logits.reshape(-1, V), teacher_values.detach().reshape(-1, k),
-                                 teacher_indices.reshape(-1, k).long(), temperature)  # (N,)
+                                 teacher_indices.reshape(-1, k).long(), rest, temperature)  # (N,)
     return _mean_over_positions(kl, temperature, mask)
 
 
@@ -229,12 +261,12 @@ class LogitDistillation(Distiller):
             positions (labels != -100) instead of every non-padding token.
         teacher_dtype: Run the teacher in this precision (None: its saved one, or the student's
             parameter dtype when that is bfloat16 or float16).
-        teacher_top_k: Distil from the teacher's k largest logits per position only, cached per row
-            (sparse distillation, see the module docstring): a row seen before, in this run or an earlier
-            one, needs no teacher pass, so over a fixed dataset the teacher runs in the first epoch only.
-            Forward KL only. None: the dense loss from a live teacher.
+        teacher_top_k: Distil from the teacher's k largest logits per position and its mass off them,
+            cached per row (sparse distillation, see the module docstring): a row seen before, in this run or
+            an earlier one, needs no teacher pass, so over a fixed dataset the teacher runs in the first epoch
+            only. Forward KL only. None: the dense loss from a live teacher.
         teacher_cache: With ``teacher_top_k``, the directory of the cached top-k logits (kept in a
-            subdirectory per teacher, precision and k); None: ``teacher-topk`` in lmforge's cache
+            subdirectory per teacher, precision, k and temperature); None: ``teacher-topk`` in lmforge's cache
             (``$LMFORGE_CACHE``, default ~/.cache/lmforge). Hits and misses (rows) are logged as
             ``metric/logit_distillation/teacher_cache_hits`` and ``.../teacher_cache_misses``.
     """
@@ -301,19 +333,21 @@ class LogitDistillation(Distiller):
             teacher_logits = self._teacher.logits(inputs, dtype)
             return self.alpha * logit_distillation_loss(student_logits, teacher_logits, self.temperature, mask,
                                                         self.reverse)
-        values, indices, misses = self._top_k(inputs, dtype)
-        loss = sparse_distillation_loss(student_logits, values, indices, self.temperature, mask)
-        B = len(values)
+        top, misses = self._top_k(inputs, dtype)
+        loss = sparse_distillation_loss(student_logits, top["values"], top["indices"], self.temperature, mask,
+                                        top["rest"])
+        B = len(top["values"])
         counts = torch.tensor([B - misses, misses], dtype=torch.float32, device=student_logits.device)
         return LossOutput(self.alpha * loss, {"teacher_cache_hits": counts[0], "teacher_cache_misses": counts[1]})
 
-    def _top_k(self, inputs: dict[str, Tensor], dtype: torch.dtype | None) -> tuple[Tensor, Tensor, int]:
-        """The teacher's top-k logits and ids (B, ..., k) for the rows of ``inputs``, from the cache where it
-        has them, from the teacher (then stored) for the others; and how many rows missed."""
+    def _top_k(self, inputs: dict[str, Tensor], dtype: torch.dtype | None) -> tuple[dict[str, Tensor], int]:
+        """The teacher's top-k logits and ids (``values``, ``indices``: (B, ..., k)) and its probability off them
+        at T (``rest``: (B, ...)) for the rows of ``inputs``, from the cache where it has them, from the teacher
+        (then stored) for the others; and how many rows missed."""
         if self._cache is None:
             root = Path(self.teacher_cache) if self.teacher_cache else default_cache_dir() / "teacher-topk"
             self._cache = TopKCache.for_teacher(root, self._teacher.model, self.teacher_top_k,
-                                                self._teacher.logits_dtype(dtype))
+                                                self._teacher.logits_dtype(dtype), f"T={self.temperature!r}")
         keys = row_keys(inputs)
         found = self._cache.lookup(keys)
         missing = [i for i, entry in enumerate(found) if entry is None]
@@ -323,9 +357,17 @@ class LogitDistillation(Distiller):
             logits = self._teacher.logits({k: v.index_select(0, rows) for k, v in inputs.items()}, dtype)
             values, indices = logits.topk(self.teacher_top_k, dim=-1, sorted=False)
             index_dtype = torch.int16 if logits.shape[-1] <= torch.iinfo(torch.int16).max + 1 else torch.int32
-            self._cache.add([keys[i] for i in missing], values, indices.to(index_dtype))
+            self._cache.add([keys[i] for i in missing], values=values, indices=indices.to(index_dtype),
+                            rest=probability_off_top_k(logits, indices, self.temperature))
             found = self._cache.lookup(keys)
-        values = torch.stack([entry[0] for entry in found])
-        indices = torch.stack([entry[1] for entry in found])
         device = inputs["input_ids"].device
-        return values.to(device, non_blocking=True), indices.to(device, non_blocking=True), len(missing)
+        return {name: torch.stack([entry[name] for entry in found]).to(device, non_blocking=True)
+                for name in ("values", "indices", "rest")}, len(missing)
+
+
+def probability_off_top_k(logits: Tensor, indices: Tensor, temperature: float) -> Tensor:
+    """(...,) softmax(logits / T) summed off ``indices`` (..., k), the ``teacher_rest`` of
+    `sparse_distillation_loss`: exactly 0 when they are every id."""
+    scaled = logits.float() / temperature  # (..., V)
+    log_z = torch.logsumexp(scaled, dim=-1)
+    return torch.logsumexp(scaled.scatter_(-1, indices, float("-inf")), dim=-1).sub_(log_z).exp_()

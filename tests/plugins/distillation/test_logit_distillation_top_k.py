@@ -44,10 +44,31 @@ def sparse_reference(student: torch.Tensor, teacher: torch.Tensor, k: int, tempe
     return temperature**2 * (kl * mask.double()).sum() / mask.double().sum()
 
 
+def rest_reference(student: torch.Tensor, teacher: torch.Tensor, k: int, temperature: float,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """The same with the teacher's own probabilities at its top k and one more outcome, every other id, for the
+    rest of both sides' mass, in float64."""
+    p = F.softmax(teacher.double() / temperature, dim=-1)
+    q = F.softmax(student.double() / temperature, dim=-1)
+    ids = teacher.topk(k, dim=-1).indices
+    p_k, q_k = p.gather(-1, ids), q.gather(-1, ids)
+    p_rest, q_rest = 1 - p_k.sum(-1), 1 - q_k.sum(-1)
+    kl = (p_k * (p_k.log() - q_k.log())).sum(-1) + torch.xlogy(p_rest, p_rest) - p_rest * q_rest.log()
+    return temperature**2 * (kl * mask.double()).sum() / mask.double().sum()
+
+
+def teacher_rest(teacher: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The teacher's softmax(t / T) off ``ids``, as the plugin stores it."""
+    from lmforge.plugins.distillation.logit_distillation import probability_off_top_k
+
+    return probability_off_top_k(teacher, ids, temperature)
+
+
+@pytest.mark.parametrize("with_rest", [False, True])
 @pytest.mark.parametrize("chunk", [1 << 18, 2 * V])  # every row at once; two rows at a time
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
 def test_top_k_of_the_whole_vocabulary_is_the_dense_loss_and_gradient(logits, temperature: float, chunk: int,
-                                                                      monkeypatch) -> None:
+                                                                      with_rest: bool, monkeypatch) -> None:
     import lmforge.plugins.distillation.logit_distillation as module
 
     monkeypatch.setattr(module, "CHUNK_VALUES", chunk)
@@ -56,7 +77,10 @@ def test_top_k_of_the_whole_vocabulary_is_the_dense_loss_and_gradient(logits, te
     dense = logit_distillation_loss(dense_student, teacher, temperature, mask)
     dense.backward()
     values, ids = teacher.topk(V, dim=-1, sorted=False)
-    sparse = sparse_distillation_loss(sparse_student, values, ids.short(), temperature, mask)
+    rest = teacher_rest(teacher, ids, temperature) if with_rest else None
+    if with_rest:
+        assert bool((rest == 0).all())  # no mass off every id
+    sparse = sparse_distillation_loss(sparse_student, values, ids.short(), temperature, mask, rest)
     sparse.backward()
     assert sparse.item() == pytest.approx(dense.item(), rel=1e-6)
     torch.testing.assert_close(sparse_student.grad, dense_student.grad, rtol=1e-6, atol=1e-8)
@@ -82,6 +106,29 @@ def test_sparse_loss_and_gradient_match_a_float64_reference_below_the_vocabulary
     assert bool((ours.grad[~mask] == 0).all())
     # The truncation is an approximation: below V it is not the dense loss.
     assert abs(loss.item() - logit_distillation_loss(student, teacher, 2.0, mask).item()) > 1e-3
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_with_the_teachers_rest_the_loss_and_gradient_match_a_float64_reference(logits, k: int,
+                                                                                temperature: float) -> None:
+    student, teacher, mask = logits
+    ours = student.clone().requires_grad_(True)
+    values, ids = teacher.topk(k, dim=-1)
+    rest = teacher_rest(teacher, ids, temperature)
+    torch.testing.assert_close(rest.double(), 1 - F.softmax(teacher.double() / temperature, -1).gather(-1, ids).sum(-1),
+                               rtol=1e-5, atol=1e-6)
+    loss = sparse_distillation_loss(ours, values, ids.int(), temperature, mask, rest)
+    loss.backward()
+    theirs = student.double().requires_grad_(True)
+    expected = rest_reference(theirs, teacher, k, temperature, mask)
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(ours.grad.double(), theirs.grad, rtol=1e-4, atol=1e-7)
+    assert bool((ours.grad[~mask] == 0).all())
+    # The rest makes a difference: without it the student is pulled toward 0 off the teacher's top k.
+    renormalised = sparse_distillation_loss(student, values, ids, temperature, mask)
+    assert abs(loss.item() - renormalised.item()) > 1e-3
 
 
 def test_reverse_and_bad_k_are_refused_naming_the_key(make_teacher, tokenizer_dirs, build) -> None:
@@ -142,13 +189,13 @@ def test_rows_seen_before_need_no_teacher_pass_and_give_the_same_loss(make_teach
     assert [o.metrics["teacher_cache_hits"].item() for o in second] == [4.0, 4.0]
     for a, b in zip(first, second):
         assert b.terms.item() == pytest.approx(a.terms.item(), rel=1e-6)
-    # The loss is the sparse KL against the teacher's own top 10, over the distilled positions.
+    # The loss is the KL from the teacher's top 10 and the rest of its mass, over the distilled positions.
     batch = batches[0]
     with torch.no_grad():
         student = model(batch).logits
-        values, ids = model.distiller._teacher.model(input_ids=batch["input_ids"]).logits.topk(10, dim=-1)
-    expected = sparse_distillation_loss(student, values, ids, 2.0, distillation_positions(batch, causal=True))
-    assert second[0].terms.item() == pytest.approx(expected.item(), rel=1e-5)
+        teacher_logits = model.distiller._teacher.model(input_ids=batch["input_ids"]).logits
+    expected = rest_reference(student, teacher_logits, 10, 2.0, distillation_positions(batch, causal=True))
+    assert second[0].terms.item() == pytest.approx(expected.item(), rel=1e-4)
     # A row an augmenter changed misses alone: the teacher scores that row only.
     changed = {k: v.clone() for k, v in batch.items()}
     changed["input_ids"][2, 5] = (changed["input_ids"][2, 5] + 1) % 400
