@@ -264,7 +264,8 @@ class LogitDistillation(Distiller):
         teacher_top_k: Distil from the teacher's k largest logits per position and its mass off them,
             cached per row (sparse distillation, see the module docstring): a row seen before, in this run or
             an earlier one, needs no teacher pass, so over a fixed dataset the teacher runs in the first epoch
-            only. Forward KL only. None: the dense loss from a live teacher.
+            only. Forward KL only; best with a low temperature (docs/distillation.md). None: the dense loss
+            from a live teacher.
         teacher_cache: With ``teacher_top_k``, the directory of the cached top-k logits (kept in a
             subdirectory per teacher, precision, k and temperature); None: ``teacher-topk`` in lmforge's cache
             (``$LMFORGE_CACHE``, default ~/.cache/lmforge). Hits and misses (rows) are logged as
