@@ -19,6 +19,7 @@ ratios, because the CPUs here are shared and noisy.
 
     python benchmarks/distillation.py                 # 12-15 min on 2 busy shared cores (5.5 CPU-minutes)
     python benchmarks/distillation.py --teacher-steps 2000 --steps 800
+    python benchmarks/distillation.py --skip-init --top-k 32   # plus a student from the teacher's cached top 32
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def parse_args() -> argparse.Namespace:
     # run several times slower (a 4-block forward took 470 ms with 2 threads vs 92 ms with 1 here).
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--skip-init", action="store_true", help="leave out the students initialised from the teacher")
+    parser.add_argument("--top-k", type=int, default=0, help="also train a student+KD top-k from the teacher's cached "
+                        "top k logits (LogitDistillation teacher_top_k); 0: not")
     return parser.parse_args()
 
 
@@ -158,13 +161,16 @@ def main() -> None:
     print(f"teacher: {args.teacher_layers} blocks x {args.width}, {args.teacher_steps} steps in {teacher_s:.0f} s, "
           f"val perplexity {teacher_ppl:.2f}")
 
-    def distiller() -> LogitDistillation:
+    def distiller(**kwargs: object) -> LogitDistillation:
         return LogitDistillation(ckpt, temperature=args.temperature, alpha=args.alpha,
-                                 hard_loss_weight=args.hard_loss_weight)
+                                 hard_loss_weight=args.hard_loss_weight, **kwargs)
 
     init = Backbone(init_from=ckpt, layers=list(range(0, args.teacher_layers, 2)))
     variants = {"student": (backbone(args, student_layers), None),
                 "student+KD": (backbone(args, student_layers), distiller())}
+    if args.top_k:
+        variants["student+KD top-k"] = (backbone(args, student_layers),
+                                        distiller(teacher_top_k=args.top_k, teacher_cache=str(work / "top-k")))
     if not args.skip_init:
         variants.update({"student(init)": (init, None), "student(init)+KD": (init, distiller())})
     results = {"teacher": (teacher, teacher_ppl, teacher_s)}
@@ -173,6 +179,9 @@ def main() -> None:
         _, ppl, seconds = train(model, data(args, work / "cache", TokenizerSpec(path=str(tokenizer_dir))), args.steps)
         results[name] = (model, ppl, seconds)
         print(f"{name}: {args.steps} steps in {seconds:.0f} s, val perplexity {ppl:.2f}")
+        if kd is not None and kd._cache is not None:  # each row the teacher scored is stored once; the rest hit
+            rows = args.steps * args.batch_size
+            print(f"  top-k cache: {len(kd._cache)} rows scored by the teacher of {rows} ({rows - len(kd._cache)} hits)")
 
     # -- inference speed: forward only, eval mode, one batch, A/B alternating ------------------------------------
     batch = next(iter(teacher_data.val_dataloader()))
@@ -196,8 +205,8 @@ def main() -> None:
     student_params = n_params(results["student"][0].backbone)
     print(f"\nstudents vs teacher: {100 * (1 - student_params / teacher_params):.0f} % fewer parameters, "
           f"{median_ratio(speed['teacher'], speed['student']):.2f}x its inference speed (median of per-round ratios)")
-    for plain, kd in [("student", "student+KD"), ("student(init)", "student(init)+KD")]:
-        if plain in results:
+    for plain, kd in [("student", "student+KD"), ("student", "student+KD top-k"), ("student(init)", "student(init)+KD")]:
+        if plain in results and kd in results:
             p_plain, p_kd = results[plain][1], results[kd][1]
             if p_plain > teacher_ppl:
                 verdict = f"KD closes {100 * (p_plain - p_kd) / (p_plain - teacher_ppl):.0f} % of the gap to the teacher"

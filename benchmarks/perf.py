@@ -27,8 +27,8 @@ Also measured: startup (command to the first training step, in wall and in CPU s
 RSS, as ratios to the plain loop; ``lmforge plugins``; ``lmforge --help``), the data pipeline (TextData tokenize+pack vs the fast tokenizer called directly; the
 share of step time spent between one step's end and the next one's start, i.e. waiting for
 data), and with ``--scaling`` tokens/s and peak RSS for widths/depths doubling three times and
-for block sizes 64..512. ``--only distill``: a logit-distillation step against a plain student step
-(benchmarks/perf_distill.py); ``--only tokenize``: TextData's tokenize+pack against the tokenizer's own
+for block sizes 64..512. ``--only distill``: a logit-distillation step (dense, and from cached top-k teacher
+logits) against a plain student step (benchmarks/perf_distill.py); ``--only tokenize``: TextData's tokenize+pack against the tokenizer's own
 ``encode_batch`` on generated text of 10 and 100 MB (``--tokenize-mb``), time and peak RSS, each in a fresh
 process (benchmarks/perf_tokenize.py). Distillation's effect on quality: benchmarks/distillation.py.
 

@@ -90,6 +90,13 @@ class FrozenTeacher:
         with torch.no_grad():
             return self.model(**inputs, output_hidden_states=hidden_states, **self._no_cache)
 
+    def logits_dtype(self, dtype: torch.dtype | None = None) -> torch.dtype:
+        """The precision `logits` runs the teacher in for a student of parameter dtype ``dtype``: a float32
+        teacher follows a half-precision student; otherwise the teacher's own."""
+        if dtype in (torch.bfloat16, torch.float16) and self.model.dtype == torch.float32:
+            return dtype
+        return self.model.dtype
+
     def logits(self, inputs: dict[str, Tensor], dtype: torch.dtype | None = None) -> Tensor:
         """The teacher's logits for ``inputs``, computed in inference mode: the cheapest teacher pass.
 
@@ -105,7 +112,7 @@ class FrozenTeacher:
         device = inputs["input_ids"].device
         if self.model.device != device:
             self.model.to(device)
-        if dtype in (torch.bfloat16, torch.float16) and self.model.dtype == torch.float32:
+        if self.logits_dtype(dtype) != self.model.dtype:
             self.model.to(dtype)
         with torch.inference_mode():
             return self.model(**inputs, **self._no_cache).logits
