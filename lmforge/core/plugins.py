@@ -58,12 +58,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 import torch
 from torch import Tensor, nn
 
+from lmforge.core import static
 from lmforge.core.hooks import HOOKS, KIND_BY_NAME, KINDS, hook_table, hooks_for
 
 if TYPE_CHECKING:
-    import datasets
     from transformers import PreTrainedTokenizerBase
     from transformers.modeling_outputs import ModelOutput
+if static.TYPE_CHECKING:  # not run by the recipe parser: see lmforge.core.static
+    import datasets
 
 __doc__ = __doc__.replace("{HOOK_TABLE}", hook_table())
 

@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lmforge.core import static
 from lmforge.core.checkpoint import CKPT_KEY, load_checkpoint
 from lmforge.core.data.files import default_cache_dir, map_repairing_cache, resolve_files
 from lmforge.core.data.tokenizer import (
@@ -42,8 +43,9 @@ from lmforge.core.plugin_checks import hook_guard
 from lmforge.core.plugins import Plugin, call_hook, overrides
 
 if TYPE_CHECKING:
-    import datasets
     from transformers import PreTrainedTokenizerBase
+if static.TYPE_CHECKING:  # not run by the recipe parser: see lmforge.core.static
+    import datasets
 
 log = logging.getLogger(__name__)
 
@@ -392,10 +394,7 @@ class BaseTextData(LightningDataModule):
         given = self._given_tokenizer()
         if given is not None:
             return given
-        spec = self.tokenizer_spec
-        training = spec.train or TokenizerTraining()
-        objective = self._objective()
-        algorithm = training.algorithm or getattr(objective, "tokenizer_algorithm", "bpe")
+        training, algorithm = self._tokenizer_training()
         data_key = f"{train._fingerprint}:{max_chars}"
         directory = self.cache_dir / "tokenizers" / training_cache_key(training, algorithm, data_key)
         if directory.exists():
@@ -407,6 +406,12 @@ class BaseTextData(LightningDataModule):
         tokenizer = train_tokenizer(texts, training, algorithm)
         save_tokenizer_atomically(tokenizer, directory)
         return tokenizer
+
+    def _tokenizer_training(self) -> tuple[TokenizerTraining, str]:
+        """How a tokenizer to train is trained: the recipe's settings, and the algorithm (the recipe's, else the
+        objective's choice, else ``bpe``)."""
+        training = self.tokenizer_spec.train or TokenizerTraining()
+        return training, training.algorithm or getattr(self._objective(), "tokenizer_algorithm", "bpe")
 
     def _filtered_train(self, train: datasets.Dataset, plugins: list[Plugin]) -> tuple[datasets.Dataset, int]:
         """The training split after the data filters that open the run order, and how many ran.
@@ -500,7 +505,13 @@ class _TextStage:
 
 @contextlib.contextmanager
 def datasets_progress_bars(enabled: bool) -> Iterator[None]:
-    """Turn ``datasets``' progress bars off inside the block when ``enabled`` is False (a global switch)."""
+    """Turn ``datasets``' progress bars off inside the block when ``enabled`` is False (a global switch).
+
+    With ``enabled``, nothing is touched, so a run whose data comes from the block cache never imports
+    ``datasets`` (`lmforge.core.data.block_cache`)."""
+    if enabled:
+        yield
+        return
     import datasets
 
     was_enabled = datasets.is_progress_bar_enabled()
@@ -509,7 +520,7 @@ def datasets_progress_bars(enabled: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        if was_enabled and not enabled:
+        if was_enabled:
             datasets.enable_progress_bars()
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from lmforge.core import static
 from lmforge.core.data.base import BaseTextData, ResumableSampler, fingerprint
 from lmforge.core.data.files import BUILDERS, DataFileError, read_rows, resolve_files
 from lmforge.core.data.instruction import (
@@ -53,8 +54,9 @@ from lmforge.core.data.instruction_layout import (
 from lmforge.core.data.tokenizer import TokenizerSpec
 
 if TYPE_CHECKING:
-    import datasets
     from transformers import PreTrainedTokenizerBase
+if static.TYPE_CHECKING:  # not run by the recipe parser: see lmforge.core.static
+    import datasets
 
 log = logging.getLogger(__name__)
 

@@ -38,13 +38,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from lmforge.core import static
 from lmforge.core.data.base import BaseTextData, fingerprint
 from lmforge.core.data.files import DataFileError, read_rows, resolve_files
 from lmforge.core.data.tokenizer import TokenizerSpec
 
 if TYPE_CHECKING:
-    import datasets
     from transformers import PreTrainedTokenizerBase
+if static.TYPE_CHECKING:  # not run by the recipe parser: see lmforge.core.static
+    import datasets
 
 log = logging.getLogger(__name__)
 
