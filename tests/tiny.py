@@ -36,10 +36,12 @@ def write_corpus(path: Path, n_docs: int, seed: int = 0, words_per_doc: tuple[in
 
 def text_data(corpus: dict[str, Path], cache: Path, **overrides: Any) -> TextData:
     """`TextData` over the ``corpus`` fixture's files: 32-token blocks, batches of 4, a 300-token BPE tokenizer
-    trained on the training split and cached in ``cache``, seed 0; ``overrides`` replace any of these."""
-    settings: dict[str, Any] = dict(block_size=32, batch_size=4, seed=0, cache_dir=str(cache),
+    trained on the training split and cached in ``cache``, seed 0; ``overrides`` replace any of these
+    (``val=None`` holds validation documents out of the training file)."""
+    settings: dict[str, Any] = dict(train=str(corpus["train"]), val=str(corpus["val"]), block_size=32, batch_size=4,
+                                    seed=0, cache_dir=str(cache),
                                     tokenizer=TokenizerSpec(train=TokenizerTraining(vocab_size=300)))
-    return TextData(train=str(corpus["train"]), val=str(corpus["val"]), **{**settings, **overrides})
+    return TextData(**{**settings, **overrides})
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

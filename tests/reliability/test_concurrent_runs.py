@@ -3,8 +3,8 @@
 Two real ``lmforge fit`` processes of the same recipe, started at once in one directory with one empty cache,
 must end in two versions with whole files each. Version claims are ``mkdir`` calls that fail for the loser,
 raced here by many processes. A named version that holds a run is refused, not overwritten. Damaged cache
-entries (a truncated cached ``tokenizer.json``, a truncated Arrow file, a damaged row scan) are rebuilt, with
-a warning that names them.
+entries (a truncated cached ``tokenizer.json``, a truncated Arrow file, a damaged row scan, a damaged entry of
+the block cache) are rebuilt, with a warning that names them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import csv
 import logging
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,7 +138,11 @@ def filled(tmp_path: Path) -> tuple[Path, list[int]]:
     return tmp_path, data.datasets["val"].blocks.flatten().tolist()
 
 
-def rebuilt(tmp_path: Path, caplog) -> tuple[list[int], list[str]]:
+def rebuilt(tmp_path: Path, caplog, keep_blocks: bool = False) -> tuple[list[int], list[str]]:
+    """The validation tokens and the warnings of a second build. Unless ``keep_blocks``, the block cache (which
+    sits in front of the tokenizer and Arrow caches) is removed first, so that the caches below it are read."""
+    if not keep_blocks:
+        shutil.rmtree(tmp_path / "cache" / "blocks")
     with caplog.at_level(logging.WARNING):
         data = text_data(tmp_path)
         data.prepare_data()
@@ -173,6 +178,22 @@ def test_a_damaged_row_scan_is_scanned_again(filled, caplog) -> None:
         entry.write_text('{"rows": 3, "bad"')
     again, messages = rebuilt(tmp_path, caplog)
     assert again == tokens and any("The cached scan" in m and "is damaged" in m for m in messages)
+
+
+@pytest.mark.parametrize("damage", ["truncated blocks", "truncated info", "missing tokenizer"])
+def test_a_damaged_block_cache_entry_is_rebuilt_and_named(damage: str, filled, caplog) -> None:
+    tmp_path, tokens = filled
+    [entry] = [p for p in (tmp_path / "cache" / "blocks").iterdir() if p.is_dir()]
+    if damage == "truncated blocks":
+        os.truncate(entry / "val.npy", 200)
+    elif damage == "truncated info":
+        (entry / "info.json").write_text('{"format": 1, "spl')
+    else:
+        shutil.rmtree(entry / "tokenizer")
+    again, messages = rebuilt(tmp_path, caplog, keep_blocks=True)
+    assert again == tokens
+    assert any(f"The cached blocks {entry} are damaged" in m for m in messages), messages
+    assert (entry / "info.json").is_file() and (entry / "tokenizer" / "tokenizer.json").is_file()  # whole again
 
 
 def test_concurrent_tokenizer_training_leaves_one_whole_entry(tmp_path: Path) -> None:

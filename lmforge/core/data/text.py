@@ -21,17 +21,20 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lmforge.core import static
 from lmforge.core.data.base import BaseTextData, fingerprint
-from lmforge.core.data.files import documents_dataset, map_repairing_cache, resolve_files
+from lmforge.core.data.block_cache import BlockWriter, blocks_key, load_blocks, read_alias, tokenizer_digest
+from lmforge.core.data.files import content_key, documents_dataset, map_repairing_cache, resolve_files
 from lmforge.core.data.token_arrays import IDS, direct_encoder, encode_arrow, pack_column
-from lmforge.core.data.tokenizer import TokenizerSpec, document_separator, encode_long
+from lmforge.core.data.tokenizer import TokenizerSpec, document_separator, encode_long, load_tokenizer
 from lmforge.core.plugins import overrides
 
 if TYPE_CHECKING:
-    import datasets
     from transformers import PreTrainedTokenizerBase
 
     from lmforge.core.data.streaming import StreamingLoader
+if static.TYPE_CHECKING:  # not run by the recipe parser: see lmforge.core.static
+    import datasets
 
 log = logging.getLogger(__name__)
 #: Documents per ``datasets.map`` batch when tokenizing: one fast-tokenizer call, spread over its thread pool.
@@ -182,6 +185,7 @@ class TextData(BaseTextData):
         self.streaming = streaming
         self.streaming_tokenizer_documents = streaming_tokenizer_documents
         self.datasets: dict[str, PackedBlocks] = {}
+        self._writer: BlockWriter | None = None  # while the splits are built into a new block cache entry
 
     # -- loaders ---------------------------------------------------------------------------------
 
@@ -208,11 +212,75 @@ class TextData(BaseTextData):
     # -- building --------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        if not self.streaming:
-            super()._build()
-        elif not self.datasets:
+        if self.datasets:
+            return
+        if self.streaming:
             self._check_model()
             self._build_streaming()
+            return
+        self._check_model()  # before any file is read, as in BaseTextData._build
+        parts = self._block_parts()
+        given = self._given_tokenizer() if parts is not None else None
+        digest = tokenizer_digest(given, document_separator(given)) if given is not None else None
+        if parts is None or (given is not None and digest is None):  # not cached: blocks in memory
+            super()._build()
+            return
+        root = self.cache_dir / "blocks"
+        if given is None:  # a tokenizer to train: the entry is found through its training settings
+            training, algorithm = self._tokenizer_training()
+            alias = blocks_key({**parts, "tokenizer_training": [repr(training), algorithm]})
+            name = read_alias(root, alias)
+        else:
+            alias, name = None, blocks_key({**parts, "tokenizer": digest})
+        if name is not None and self._read_blocks(root / name, given):
+            return
+        self._writer = BlockWriter(root)
+        try:
+            super()._build()
+            if self._block_parts() != parts:  # a file changed since it was hashed: keep these blocks out of the cache
+                self._writer.abandon()
+                return
+            digest = tokenizer_digest(self.tokenizer, document_separator(self.tokenizer))
+            self._writer.commit(blocks_key({**parts, "tokenizer": digest}), self.tokenizer, alias)
+        except BaseException:
+            self._writer.abandon()
+            raise
+        finally:
+            self._writer = None
+
+    def _block_parts(self) -> dict[str, object] | None:
+        """What this run's blocks depend on besides the tokenizer, for the block cache's key
+        (`lmforge.core.data.block_cache`); None when its blocks are not cached (data-stage plugins)."""
+        if self._plugins():
+            return None
+        files = self.data_files()
+        if not self.reads_test_split():
+            files.pop("data.test", None)
+        return {
+            "files": {key: content_key(paths) for key, paths in files.items()},
+            "hold_out": None if self.val_files is not None else [self.val_fraction, self.seed],
+            "text_column": self.text_column, "skip_bad_lines": self.skip_bad_lines,
+            "max_document_chars": self.max_document_chars, "block_size": self.block_size,
+        }
+
+    def _read_blocks(self, directory: Path, given: PreTrainedTokenizerBase | None) -> bool:
+        """Every split's blocks from the block cache entry ``directory``, if it holds one, with the ``given``
+        tokenizer or, for a run that trains one, the one the entry was made with."""
+        entry = load_blocks(directory)
+        if entry is None:
+            return False
+        blocks, counts, stored = entry
+        self.tokenizer = given if given is not None else load_tokenizer(stored)
+        for split, array in blocks.items():
+            self.datasets[split] = PackedBlocks(array)
+            self._log_split(split, counts[split])
+        log.info("data: the blocks were read from the cache %s", directory)
+        return True
+
+    def _log_split(self, split: str, counts: dict[str, int]) -> None:
+        log.info("%s: %d documents, %d tokens, %d blocks of %d (%d tokens dropped at the end)", split,
+                 counts["documents"], counts["tokens"], counts["blocks"], counts["block_size"],
+                 counts["tokens"] - counts["blocks"] * counts["block_size"])
 
     def _make_tokenizer(self, train: datasets.Dataset) -> PreTrainedTokenizerBase:
         return self._get_tokenizer(train, max_chars=self.max_document_chars)
@@ -267,8 +335,9 @@ class TextData(BaseTextData):
                                          self.max_document_chars, document_separator(tokenizer)),
             desc=f"Tokenizing ({split})", batch_size=TOKENIZE_BATCH,
         )
-        blocks, lengths, n_tokens = pack_column(tokens.data.column("input_ids"), self.block_size)
-        dropped = n_tokens - blocks.size
+        writer = self._writer
+        blocks, lengths, n_tokens = pack_column(tokens.data.column("input_ids"), self.block_size,
+                                                out=writer.path(split) if writer is not None else None)
         if len(blocks) == 0:
             key = self.split_key(split)
             files = {"data.train": self.train_files, "data.val": self.val_files, "data.test": self.test_files}[key]
@@ -278,8 +347,10 @@ class TextData(BaseTextData):
             )
         if split == "train" and self.train_weights is not None:
             self.train_weights = block_weights(self.train_weights, lengths, self.block_size, len(blocks))
-        log.info("%s: %d documents, %d tokens, %d blocks of %d (%d tokens dropped at the end)",
-                 split, len(docs), n_tokens, len(blocks), self.block_size, dropped)
+        counts = {"documents": len(docs), "tokens": n_tokens, "blocks": len(blocks), "block_size": self.block_size}
+        if writer is not None:
+            writer.add(split, counts)
+        self._log_split(split, counts)
         return PackedBlocks(blocks)
 
 

@@ -13,6 +13,8 @@ the wrapper path, so datasets already cached stay valid.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,11 +60,14 @@ def append_to_rows(rows: pa.ListArray, suffix: list[int]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(new_offsets.astype(np.int32)), pa.array(out))
 
 
-def pack_column(column: pa.ChunkedArray | pa.Array, block_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+def pack_column(column: pa.ChunkedArray | pa.Array, block_size: int,
+                out: Path | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Concatenate the rows of a ``list<int>`` column and cut them into blocks of ``block_size`` tokens.
 
     The same blocks as `lmforge.core.data.text.pack` over the rows as lists, built with one copy of the
-    tokens: each chunk's values go straight into the (N, block_size) int32 result.
+    tokens: each chunk's values go straight into the (N, block_size) int32 result. With ``out``, the result
+    is written there chunk by chunk as an ``.npy`` file and returned memory-mapped (copy-on-write), so the
+    blocks never sit in memory whole (`lmforge.core.data.block_cache`).
 
     Returns:
         blocks (N, block_size) int32, each row's length (documents,) int64, and the total number of tokens.
@@ -71,13 +76,29 @@ def pack_column(column: pa.ChunkedArray | pa.Array, block_size: int) -> tuple[np
     lengths = np.concatenate([np.asarray(c.value_lengths(), dtype=np.int64) for c in chunks] or [np.zeros(0, np.int64)])
     total = int(lengths.sum())
     n_blocks = total // block_size
-    flat = np.empty(n_blocks * block_size, dtype=np.int32)
+    size = n_blocks * block_size
+    if out is None:
+        flat = np.empty(size, dtype=np.int32)
+        for start, values in _values(chunks, size):
+            flat[start:start + len(values)] = values
+        return flat.reshape(n_blocks, block_size), lengths, total
+    with open(out, "wb") as f:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)), "fortran_order": False,
+                  "shape": (n_blocks, block_size)}
+        np.lib.format.write_array_header_1_0(f, header)
+        for _, values in _values(chunks, size):
+            f.write(np.ascontiguousarray(values, dtype=np.int32).data)
+    return np.load(out, mmap_mode="c"), lengths, total
+
+
+def _values(chunks: list[pa.Array], size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The int32 token values of ``chunks`` in order (views of each chunk's buffer), with their offset, up to
+    ``size`` tokens."""
     filled = 0
     for chunk in chunks:
-        if filled == len(flat):
-            break
-        values = chunk.flatten().to_numpy(zero_copy_only=False)  # a view of the chunk's int32 values
-        take = min(len(values), len(flat) - filled)
-        flat[filled:filled + take] = values[:take]
+        if filled == size:
+            return
+        values = chunk.flatten().to_numpy(zero_copy_only=False)
+        take = min(len(values), size - filled)
+        yield filled, values[:take]
         filled += take
-    return flat.reshape(n_blocks, block_size), lengths, total
