@@ -11,7 +11,9 @@ tokenizer (BPE 4k):
                 the library's own thread pool (TOKENIZERS_PARALLELISM=true), the ids of each encoding read
 
 Reported per size: wall seconds after the imports, MB/s, CPU seconds (all processes), peak RSS (the process's VmHWM, or
-the largest process it started and waited for, from getrusage), and textdata/encode_batch throughput as
+the largest process it started and waited for, from getrusage), the peak of the process's anonymous memory
+(``RssAnon``, sampled: peak RSS also counts the pages of the memory-mapped caches read, which grow with the
+corpus and which the kernel can drop), and textdata/encode_batch throughput as
 the median of per-round ratios. TOKENIZERS_PARALLELISM is left unset for textdata, as a user's shell has it.
 
     python benchmarks/perf.py --only tokenize --rounds 3                       # 10 and 100 MB
@@ -75,7 +77,8 @@ def section(work: Path, args: argparse.Namespace, env: dict[str, str]) -> dict[s
                 subprocess.run(cmd, env=child_env, cwd=work, check=True, stdout=subprocess.DEVNULL)
                 row[name] = json.loads(result.read_text(encoding="utf-8"))
                 print(f"  {mb} MB round {rnd + 1}/{args.rounds} {name:<12} {row[name]['s']:7.2f} s "
-                      f"{row[name]['peak_rss_mb']:6.0f} MB", flush=True)
+                      f"{row[name]['peak_rss_mb']:6.0f} MB peak RSS, {row[name]['peak_anon_mb']:6.0f} MB anonymous",
+                      flush=True)
             rounds.append(row)
         ratios = [r["encode_batch"]["s"] / r["textdata"]["s"] for r in rounds]
         out[f"{mb}MB"] = {
@@ -88,7 +91,7 @@ def section(work: Path, args: argparse.Namespace, env: dict[str, str]) -> dict[s
 
 def report(result: dict[str, Any]) -> None:
     print(f"\nTokenize + pack vs tokenizers' encode_batch ({result['cores']} cores), medians over rounds:")
-    print(f"  {'size':>7} {'contender':<13} {'s':>7} {'MB/s':>7} {'CPU s':>7} {'peak RSS MB':>11}")
+    print(f"  {'size':>7} {'contender':<13} {'s':>7} {'MB/s':>7} {'CPU s':>7} {'peak RSS MB':>11} {'anon MB':>8}")
     for size, r in result.items():
         if size == "cores":
             continue
@@ -96,7 +99,8 @@ def report(result: dict[str, Any]) -> None:
             s = statistics.median(x[name]["s"] for x in r["rounds"])
             cpu = statistics.median(x[name]["cpu_s"] for x in r["rounds"])
             rss = statistics.median(x[name]["peak_rss_mb"] for x in r["rounds"])
-            print(f"  {size:>7} {name:<13} {s:7.2f} {r['bytes'] / s / 1e6:7.2f} {cpu:7.1f} {rss:11.0f}")
+            anon = statistics.median(x[name].get("peak_anon_mb", float("nan")) for x in r["rounds"])
+            print(f"  {size:>7} {name:<13} {s:7.2f} {r['bytes'] / s / 1e6:7.2f} {cpu:7.1f} {rss:11.0f} {anon:8.0f}")
         v = r["textdata/encode_batch"]
         print(f"  {size:>7} textdata/encode_batch throughput {v['median']:.3f} [{v['min']:.3f}, {v['max']:.3f}]")
 
@@ -137,9 +141,11 @@ def worker(name: str, path: Path, work: Path, result: Path) -> None:
         import lmforge.core.data.text  # noqa: F401
     else:
         import tokenizers  # noqa: F401
+    anonymous = AnonymousPeak()
     start = time.perf_counter()
     record = {"textdata": run_textdata, "encode_batch": run_encode_batch}[name](path, work)
     record["s"] = time.perf_counter() - start
+    record["peak_anon_mb"] = anonymous.stop()
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     record["cpu_s"] = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
     record["peak_rss_mb"] = max(high_water_kb(), kids.ru_maxrss) / 1024
@@ -153,7 +159,30 @@ def high_water_kb() -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result.write_text(json.dumps(record), encoding="utf-8")
+
+
+class AnonymousPeak:
+    """The highest ``RssAnon`` of this process, sampled every 10 ms on a thread: the memory that is the process's
+    own. Peak RSS also counts the pages of memory-mapped files read (the Arrow caches, the cached blocks),
+    which the kernel can drop at any time and which grow with the corpus as it is read."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_kb, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024
 
 
 if __name__ == "__main__":
