@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lmforge.core.data.files import remove_cache_entry
+from lmforge.core.data.files import damage_reason, remove_cache_entry
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -89,8 +89,8 @@ def load_blocks(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, dict[
         if not (tokenizer / "tokenizer.json").is_file():
             raise ValueError("its tokenizer is missing")
     except Exception as exc:  # a truncated .npy or info.json raises whatever numpy's or json's reader raises
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("The cached blocks %s are damaged (%s); removing them and building them again.", directory, reason)
+        log.warning("The cached blocks %s are damaged (%s); removing them and building them again.", directory,
+                    damage_reason(exc))
         remove_cache_entry(directory)
         return None
     return blocks, info["splits"], tokenizer

@@ -274,8 +274,7 @@ def _repairing_cache(build: Callable[[], datasets.Dataset], files: list[Path], c
         if not cache.is_dir() or any(diagnose(path, "") for path in files if BUILDERS[path.suffix.lower()] != "json"):
             raise
         log.warning("%s: the dataset cache %s is damaged (%s); removing it and reading %s again.", key, cache,
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                    [str(f) for f in files])
+                    damage_reason(exc), [str(f) for f in files])
         remove_cache_entry(cache)
         return build()
 
@@ -292,9 +291,16 @@ def map_repairing_cache(ds: datasets.Dataset, function: object, key: str, new_fi
         if target is None or not target.is_file():
             raise
         log.warning("%s: the cached %s %s is damaged (%s); removing it and computing it again.", key,
-                    kwargs.get("desc", "map"), target, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                    kwargs.get("desc", "map"), target, damage_reason(exc))
         target.unlink()
         return ds.map(function, new_fingerprint=new_fingerprint, **kwargs)
+
+
+def damage_reason(exc: BaseException) -> str:
+    """What a warning about a damaged cache entry says of the error that showed it: the first line of its
+    message, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def remove_cache_entry(path: Path) -> None:

@@ -36,6 +36,8 @@ from typing import Literal
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from lmforge.core.data.files import damage_reason, remove_cache_entry
+
 log = logging.getLogger(__name__)
 
 Algorithm = Literal["bpe", "wordpiece"]
@@ -180,15 +182,9 @@ def load_cached_tokenizer(directory: Path) -> PreTrainedTokenizerBase | None:
     try:
         return load_tokenizer(directory)
     except Exception as exc:  # a truncated tokenizer.json raises whatever tokenizers' JSON reader raises
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning("The cached tokenizer %s is damaged (%s: %s); removing it and training it again.", directory,
-                    type(exc).__name__, reason)
-        aside = directory.with_name(f".{directory.name}.{os.getpid()}.removed")
-        try:
-            os.rename(directory, aside)
-        except OSError:
-            aside = directory
-        shutil.rmtree(aside, ignore_errors=True)
+                    type(exc).__name__, damage_reason(exc))
+        remove_cache_entry(directory)
         return None
 #: The layout of the tokenizers `train_tokenizer` makes; a cached tokenizer of another layout is not reused.
 #: 2: ``bpe`` adds no end-of-text token to a single text.
