@@ -26,7 +26,7 @@ from importlib import metadata
 from typing import Any
 
 from lmforge import __version__
-from lmforge.cli import commands, recipe_limits, trust
+from lmforge.cli import collector, commands, recipe_limits, trust
 from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS, TOOLS, TOOLS_HELP, TRAINING_HELP
 from lmforge.cli.errors import DEBUG_ENV, PREEMPTED, USER_ERROR
 from lmforge.cli.recipes import resolve_recipe
@@ -73,9 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return USER_ERROR
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; recipe names are now paths
-    from lmforge.cli.training import run_training  # Lightning, torch and every plugin: only to train
+    with collector.paused_during_startup():  # until the run begins: lmforge/cli/collector.py
+        from lmforge.cli.training import run_training  # Lightning, torch and every plugin: only to train
 
-    return run_training(argv, allow_outside_run_dir=allow_outside)
+        return run_training(argv, allow_outside_run_dir=allow_outside)
 
 
 def top_level_help() -> str:

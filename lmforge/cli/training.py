@@ -33,7 +33,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSched
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim import Optimizer
 
-from lmforge.cli import recipe_limits, run_guards, trust
+from lmforge.cli import collector, recipe_limits, run_guards, trust
 from lmforge.cli.commands import LIGHTNING_SUBCOMMANDS
 from lmforge.cli.errors import PREEMPTED, USER_ERROR, classify, debug_enabled
 from lmforge.core.checkpoint import unsafe_checkpoint_message
@@ -100,6 +100,8 @@ def ignore_file_size_signal() -> None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         except ValueError:  # not the main thread
             pass
+
+
 def say(message: str) -> None:
     """``lmforge: <message>`` on stderr, from the first process of a distributed run only."""
     if all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK")):
@@ -177,6 +179,7 @@ def run_cli(args: list[str] | None = None, run: bool = True, allow_outside_run_d
             return parser
 
         def _before_run(self) -> None:
+            collector.resume()  # start-up is over: the recipe's classes are built (lmforge/cli/collector.py)
             if self.subcommand == "fit":  # the run's metrics.csv continues (a resumed run) instead of starting over
                 run_dirs.continue_csv_logs(self.trainer.loggers, self._resumed_step)
             # Data settings the model cannot take are a recipe error, reported before any data is read.

@@ -47,6 +47,14 @@ def check_train_mode(result: Result) -> None:
     assert backbone["dropouts"] > 0 and backbone["active_dropouts"] == backbone["dropouts"], backbone
 
 
+def check_collector(result: Result) -> None:
+    """The garbage collector, paused while the command started (lmforge/cli/collector.py), runs during training,
+    with start-up's objects frozen out of its walks."""
+    collector = result.probe("start")["gc"]
+    assert collector["enabled"], "the garbage collector is still off at the first training batch"
+    assert collector["frozen"] > 100_000, collector
+
+
 def check_starts_from(result: Result, source: dict[str, tuple[float, list[int]]], base_prefix: str) -> None:
     """Training starts from ``source``'s base-model weights (``name -> (sum, shape)``, names as in the run),
     with their shapes: every one of them is in the run, with the same shape and values."""
@@ -67,6 +75,7 @@ def test_from_scratch(objective: str, fit_recipe) -> None:
     run = fit_recipe(OBJECTIVES[objective][0])
     run.result.expect_ok()
     check_train_mode(run.result)
+    check_collector(run.result)
 
 
 def hf_weights(directory: Path, auto_class: str) -> dict[str, tuple[float, list[int]]]:

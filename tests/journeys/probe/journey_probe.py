@@ -7,7 +7,8 @@ The journeys put this folder on PYTHONPATH. On every rank, the callback writes
 
 - at the first training batch, how many modules of each top-level child of the
   LightningModule are in eval mode, how many dropout layers are active, and
-  per-parameter sums of the weights the run starts from;
+  per-parameter sums of the weights the run starts from, and the state of
+  Python's garbage collector (on, and how many objects start-up froze);
 - at the end of training, the last training loss of this rank, the global
   step, and a SHA-256 digest of every parameter's full value (sharded DTensor
   parameters are gathered with ``full_tensor()``, a collective every rank
@@ -21,6 +22,7 @@ It uses Lightning's and torch's public APIs only.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -90,7 +92,9 @@ class JourneyProbe(Callback):
         for name, p in pl_module.named_parameters():
             full = _full(p)
             start[name] = [float(full.double().sum()), list(full.shape)]
-        self._write(trainer, "start", {"global_step": trainer.global_step, "children": children, "params": start})
+        collector = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+        self._write(trainer, "start", {"global_step": trainer.global_step, "children": children, "params": start,
+                                       "gc": collector})
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
