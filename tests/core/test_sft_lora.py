@@ -265,7 +265,9 @@ def composed_run(base: Path, files: dict[str, str], steps: int = 2, callbacks=()
                                                                                                        Losses]:
     model = sft_model(base, **plugins)
     losses = Losses()
-    trainer = quiet_trainer(steps, callbacks=[losses, *callbacks], limit_val_batches=1, val_check_interval=steps)
+    # Every step a logging step: Losses reads each step's terms from callback_metrics.
+    trainer = quiet_trainer(steps, callbacks=[losses, *callbacks], limit_val_batches=1, val_check_interval=steps,
+                            log_every_n_steps=1)
     trainer.fit(model, datamodule=sft_data(files, base))
     return model, losses
 
