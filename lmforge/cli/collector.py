@@ -2,7 +2,7 @@
 
 Importing torch, Lightning and transformers and parsing a recipe create some 400,000 objects that live as long
 as the process. With the collector running, start-up sets off about eight full collections, and each one walks
-every object alive, about 0.1 s apiece on 2 CPU cores: 0.7-0.9 s of a 4-5 s start-up (benchmarks/startup.py;
+every object alive, 0.1-0.2 s apiece on 2 CPU cores: 0.65-0.9 s of a 4-5 s start-up (benchmarks/startup.py;
 docs/performance.md). So the collector is paused from the command's start until the recipe's classes are built,
 and then started again with what start-up made moved out of its reach (``gc.freeze``): later collections, during
 data preparation and training, walk only what the run itself allocates. Reference counting frees memory as usual
