@@ -26,6 +26,11 @@ def paused_during_startup() -> Iterator[None]:
     if not gc.isenabled():  # the caller turned it off: theirs to turn on
         yield
         return
+    # Garbage from before the command goes first: for a program that calls main() more than once, classes of
+    # modules it reloaded would otherwise stay in their bases' __subclasses__() through the pause, and
+    # jsonargparse refuses a class name two live classes share. In a fresh `lmforge` process this is cheap:
+    # nothing heavy is imported yet.
+    gc.collect()
     gc.disable()
     _paused = True
     try:

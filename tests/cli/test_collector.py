@@ -56,3 +56,13 @@ def test_cycles_made_during_the_pause_are_collected_after_it() -> None:
     assert count == 1
     gc.collect()
     assert not any(isinstance(o, Node) for o in gc.get_objects())
+
+
+def test_garbage_from_before_the_command_is_collected_when_the_pause_starts() -> None:
+    class Stale:  # a class of a module a caller reloaded: garbage, yet in its base's __subclasses__()
+        pass
+
+    Stale.self = Stale  # a reference cycle
+    del Stale
+    with collector.paused_during_startup():
+        assert not any(getattr(c, "__name__", "") == "Stale" for c in object.__subclasses__())
